@@ -1,0 +1,59 @@
+"""The block function: one fully-convolutional pass over an image window with its halo."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._geometry import MapGeometry, reflect_indices
+
+
+def window_indices(geometry: MapGeometry, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image row and column indices a block of map cells reads, halo and reflection included.
+
+    Parameters
+    ----------
+    geometry : MapGeometry
+        The map's geometry.
+    rows, cols : (int, int)
+        Half-open ranges of map cells the block computes.
+    """
+    s, h = geometry.step, geometry.halo
+    height, width = geometry.image_shape
+    return (
+        reflect_indices(rows[0] * s - h, rows[1] * s + h, height),
+        reflect_indices(cols[0] * s - h, cols[1] * s + h, width),
+    )
+
+
+def read_window(image, row_idx: np.ndarray, col_idx: np.ndarray) -> np.ndarray:
+    """Gather ``image[row_idx][:, col_idx]`` reading only the bounding box from ``image``.
+
+    ``image`` is anything sliceable as (Y, X, C): numpy, zarr, dask (computed here).
+    """
+    r0, r1 = int(row_idx.min()), int(row_idx.max()) + 1
+    c0, c1 = int(col_idx.min()), int(col_idx.max()) + 1
+    box = np.asarray(image[r0:r1, c0:c1])
+    return box[np.ix_(row_idx - r0, col_idx - c0)]
+
+
+def dense_scores(net: torch.nn.Module, window: np.ndarray, device: torch.device | None = None) -> np.ndarray:
+    """Class probabilities for every tile position in ``window``.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        An inference network from :meth:`TileClassifier.inference_network`.
+    window : ndarray of shape ((rows-1)*S + T, (cols-1)*S + T, C)
+        Raw image intensities including the halo.
+
+    Returns
+    -------
+    ndarray of shape (classes, rows, cols), float32
+    """
+    if device is None:
+        device = next(net.parameters()).device
+    # (Y, X, C) memory viewed as (1, C, Y, X) is exactly torch's channels_last layout: no copy.
+    x = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        return torch.softmax(net(x.to(device)), 1)[0].float().cpu().numpy()

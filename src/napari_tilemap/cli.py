@@ -1,0 +1,222 @@
+"""The ``tilemap`` command line: ``demo``, ``train`` and ``predict``.
+
+Exit status 0 on success, 2 on bad input (one line on stderr), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import MapStoreError, ModelFileError, TilemapInputError
+
+BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tilemap`` console command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (TilemapInputError, ModelFileError, MapStoreError, ValueError, TypeError) as err:
+        print(f"tilemap {args.command}: error: {err}", file=sys.stderr)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"tilemap {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tilemap", description="Tile classification of images of any size.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="sample surface -> tiles -> train -> map, end to end")
+    d.add_argument("-o", "--out", default="tilemap-demo", help="output folder (default: %(default)s)")
+    d.add_argument("--epochs", type=int, default=20)
+    d.add_argument("--device", default="auto")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--view", action="store_true", help="open the result in napari (needs a display)")
+    d.set_defaults(run=_demo)
+
+    t = sub.add_parser("train", help="train a model on painted images")
+    t.add_argument("pairs", nargs="+", metavar="IMAGE LABELS", help="image and labels files, in pairs")
+    t.add_argument("-o", "--out", required=True, help="model file to write (*.tilemap)")
+    t.add_argument("--tile-size", type=int, default=64)
+    t.add_argument("--preset", default="medium", choices=["small", "medium", "large"])
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--background", default="unpainted", choices=["unpainted", "none"])
+    t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    t.set_defaults(run=_train)
+
+    r = sub.add_parser("predict", help="compute the classification map of an image")
+    r.add_argument("model", help="model file (*.tilemap)")
+    r.add_argument("image", help="image file: TIFF, PNG/JPEG, .npy, zarr / OME-Zarr")
+    r.add_argument("-o", "--out", required=True, help="map store to write (MAP.zarr)")
+    r.add_argument("--chunk", type=int, default=1024, help="work block side in pixels (default: %(default)s)")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing map store")
+    r.set_defaults(run=_predict)
+    return p
+
+
+def _bar(total: int, desc: str, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
+def _train_with_bar(tiles, **kw):
+    from ._training import BatchProgress, TrainingRun
+
+    run = TrainingRun(tiles, **kw)
+    bar = None
+    for event in run:
+        if isinstance(event, BatchProgress):
+            if bar is None or event.batch == 1:
+                if bar is not None:
+                    bar.close()
+                bar = _bar(event.batches, f"epoch {event.epoch}/{run.config.epochs}", "batch")
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.loss:.3f}")
+        else:
+            bar.set_postfix(loss=f"{event.train_loss:.3f}", val_loss=f"{event.val_loss:.3f}",
+                            val_acc=f"{event.val_accuracy:.3f}")
+    if bar is not None:
+        bar.close()
+    return run.model
+
+
+def _predict_with_bar(model, image, out, **kw):
+    from ._predict import predict
+
+    bar = None
+
+    def progress(event):
+        nonlocal bar
+        if bar is None:
+            bar = _bar(event.total, "predict", "block")
+        bar.update(1)
+
+    try:
+        return predict(model, image, out, callback=progress, **kw)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _metrics_line(model) -> str:
+    final = model.record.get("final") or {}
+    recall = ", ".join(
+        f"{name} {v:.3f}" if v is not None else f"{name} n/a" for name, v in (final.get("per_class_recall") or {}).items()
+    )
+    acc = final.get("val_accuracy")
+    acc_text = f"{acc:.3f}" if acc is not None else "n/a"
+    return f"validation accuracy {acc_text} (epoch {final.get('epoch')}); recall per class: {recall}"
+
+
+def _demo(args) -> int:
+    from skimage.io import imsave
+
+    from ._overlay import overlay
+    from ._sample import sample_surface
+    from ._tiles import extract_tiles
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    sample = sample_surface(seed=args.seed)
+    tiles = extract_tiles(sample.image, sample.labels, tile_size=48, class_table=sample.class_table, seed=args.seed)
+    print(f"tiles: {tiles.counts()}", file=sys.stderr)
+    model = _train_with_bar(tiles, epochs=args.epochs, device=args.device, seed=args.seed)
+    model.save(out / "model.tilemap")
+    cmap = _predict_with_bar(model, sample.image, out / "map.zarr", device=args.device, overwrite=True)
+    imsave(out / "overlay.png", overlay(sample.image, cmap), check_contrast=False)
+    print(_metrics_line(model))
+    print(f"wrote {out / 'model.tilemap'}, {out / 'map.zarr'}, {out / 'overlay.png'} "
+          f"in {time.perf_counter() - t0:.0f} s")
+    if args.view:
+        _view(sample, cmap)
+    return 0
+
+
+def _view(sample, cmap) -> None:
+    try:
+        import napari
+    except ImportError:
+        print("tilemap demo: --view needs napari: pip install 'napari-tilemap[all]'", file=sys.stderr)
+        return
+    from ._layers import map_layer_data
+
+    viewer = napari.Viewer()
+    viewer.add_image(sample.image, name="surface")
+    viewer.add_labels(sample.labels, name="painted defects")
+    for data, kwargs, kind in map_layer_data(cmap):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    napari.run()
+
+
+def _read_array(path: str) -> np.ndarray:
+    """A whole image or labels file as an array (training data fits in memory)."""
+    p = Path(path)
+    if not p.exists():
+        raise TilemapInputError(f"{path} does not exist")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            return tifffile.imread(p)
+        if suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if p.is_dir():
+            import zarr
+
+            return np.asarray(zarr.open_array(str(p), mode="r"))
+        from skimage.io import imread
+
+        return imread(p)
+    except (OSError, ValueError) as err:
+        raise TilemapInputError(f"cannot read {path}: {err}") from None
+
+
+def _train(args) -> int:
+    from ._tiles import extract_tiles
+
+    if len(args.pairs) % 2:
+        raise TilemapInputError("train takes IMAGE LABELS pairs; got an odd number of files")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise TilemapInputError(f"{out} already exists; choose another output or pass --overwrite")
+    images = [_read_array(p) for p in args.pairs[0::2]]
+    labels = [_read_array(p) for p in args.pairs[1::2]]
+    tiles = extract_tiles(images, labels, tile_size=args.tile_size, background=args.background, seed=args.seed)
+    print(f"tiles: {tiles.counts()}", file=sys.stderr)
+    model = _train_with_bar(tiles, preset=args.preset, epochs=args.epochs, device=args.device, seed=args.seed)
+    model.save(out)
+    print(_metrics_line(model))
+    print(f"wrote {out}")
+    return 0
+
+
+def _predict(args) -> int:
+    from ._modelfile import load_model
+
+    model = load_model(args.model)
+    kw = {"block_size": args.chunk, "device": args.device, "overwrite": args.overwrite}
+    if args.scheduler:
+        kw["scheduler"] = args.scheduler
+    cmap = _predict_with_bar(model, _read_array(args.image), args.out, **kw)
+    print(f"wrote {args.out}: map of {cmap.shape[0]}x{cmap.shape[1]} cells, step {cmap.step}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,76 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_tilemap import load_model, open_map
+from napari_tilemap.cli import main
+
+
+def test_demo_writes_model_map_and_overlay(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--epochs", "2", "--device", "cpu"]) == 0
+    printed = capsys.readouterr()
+    assert "validation accuracy" in printed.out
+    assert "epoch 1/2" in printed.err  # the progress bar goes to stderr
+    model = load_model(out / "model.tilemap")
+    cmap = open_map(out / "map.zarr")
+    assert cmap.complete and cmap.class_table == model.class_table
+    from skimage.io import imread
+
+    picture = imread(out / "overlay.png")
+    assert picture.shape == (*cmap.geometry.image_shape, 3)
+
+
+@pytest.fixture
+def painted_files(tmp_path, sample):
+    image, labels = tmp_path / "surface.tif", tmp_path / "labels.tif"
+    tifffile.imwrite(image, sample.image)
+    tifffile.imwrite(labels, sample.labels)
+    return image, labels
+
+
+def test_train_then_predict_from_files(tmp_path, painted_files, capsys):
+    image, labels = painted_files
+    model_path, map_path = tmp_path / "m.tilemap", tmp_path / "map.zarr"
+    args = ["train", str(image), str(labels), "-o", str(model_path), "--tile-size", "24", "--preset", "small",
+            "--epochs", "1", "--device", "cpu", "--seed", "3"]
+    assert main(args) == 0
+    assert load_model(model_path).record["seed"] == 3
+    assert main(["predict", str(model_path), str(image), "-o", str(map_path), "--device", "cpu"]) == 0
+    cmap = open_map(map_path)
+    assert cmap.complete and cmap.shape == (128, 128)
+    assert "wrote" in capsys.readouterr().out
+
+
+def _fails_with_one_line(args, capsys, match):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+
+
+def test_bad_input_prints_one_line_and_exits_2(tmp_path, painted_files, capsys, random_model):
+    image, labels = painted_files
+    wrong = tmp_path / "wrong.tif"
+    tifffile.imwrite(wrong, np.zeros((100, 100), np.uint8))
+    _fails_with_one_line(["train", str(image), str(wrong), "-o", str(tmp_path / "m.tilemap")], capsys, "shape")
+    _fails_with_one_line(["train", str(image), "-o", str(tmp_path / "m.tilemap")], capsys, "pairs")
+    _fails_with_one_line(["predict", str(tmp_path / "none.tilemap"), str(image), "-o", str(tmp_path / "x.zarr")],
+                         capsys, "does not exist")
+    model = tmp_path / "m.tilemap"
+    random_model("small", 24, 1).save(model)
+    existing = tmp_path / "old.zarr"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("earlier result")
+    _fails_with_one_line(["predict", str(model), str(image), "-o", str(existing)], capsys, "already exists")
+    assert (existing / "keep.txt").read_text() == "earlier result"
+    assert not (tmp_path / "m2.tilemap").exists()
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "napari_tilemap.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "demo" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "napari_tilemap.cli", "train"], capture_output=True, text=True)
+    assert result.returncode == 2

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+
+from napari_tilemap import ClassTable, TilemapInputError, extract_tiles
+
+
+def discs_and_bar(shape=(200, 240)):
+    """Labels with two small discs of class 1, one of class 2, and a long bar of class 2."""
+    labels = np.zeros(shape, np.uint8)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    centres = {(50, 60): 1, (140, 50): 1, (60, 170): 2}
+    for (y, x), v in centres.items():
+        labels[(yy - y) ** 2 + (xx - x) ** 2 <= 9] = v
+    labels[170:173, 80:220] = 2  # a 140 px bar
+    return labels, centres
+
+
+def test_small_blobs_get_one_tile_centred_on_them_and_large_blobs_several():
+    labels, centres = discs_and_bar()
+    image = np.random.default_rng(0).integers(0, 255, labels.shape).astype(np.uint8)
+    tiles = extract_tiles(image, labels, tile_size=24, margin=0, background_tiles=5)
+    table = tiles.class_table
+    assert table.values == (0, 1, 2) and table.names[0] == "background"
+    painted = tiles.blob_ids >= 0
+    blob_sizes = np.bincount(tiles.blob_ids[painted])
+    assert sorted(blob_sizes) [:3] == [1, 1, 1]
+    for (y, x), v in centres.items():
+        hits = [c for c, k in zip(tiles.centers, tiles.classes) if np.abs(c - (y, x)).max() <= 1]
+        assert len(hits) == 1, (y, x)
+    bar = [(c, k) for c, k, b in zip(tiles.centers, tiles.classes, tiles.blob_ids) if b >= 0 and blob_sizes[b] > 1]
+    assert len(bar) >= 140 // 6 - 1  # one tile per T/4 = 6 px of bar
+    for (y, x), k in bar:
+        assert labels[y, x] == 2 and table.values[k] == 2
+    assert tiles.counts() == {"background": 5, "class 1": 2, "class 2": 1 + len(bar)}
+
+
+def test_tiles_are_the_image_pixels_at_their_origin_for_gray_rgb_and_any_dtype():
+    labels, _ = discs_and_bar()
+    rng = np.random.default_rng(1)
+    for image in (
+        rng.integers(0, 255, labels.shape).astype(np.uint8),
+        rng.integers(0, 65535, labels.shape + (3,)).astype(np.uint16),
+        rng.normal(0, 1, labels.shape).astype(np.float64),
+    ):
+        tiles = extract_tiles(image, labels, tile_size=32)
+        img = image.reshape(*labels.shape, -1)
+        assert tiles.tiles.shape[1:] == (32, 32, img.shape[2]) and tiles.tiles.dtype == np.float32
+        for (y, x), tile in zip(tiles.origins, tiles.tiles):
+            np.testing.assert_array_equal(tile, img[y : y + 32, x : x + 32].astype(np.float32))
+
+
+@pytest.mark.parametrize("sampling", ["random", "grid"])
+def test_background_tiles_never_overlap_painted_pixels(sampling):
+    labels, _ = discs_and_bar()
+    tiles = extract_tiles(np.zeros(labels.shape), labels, tile_size=32, background_tiles=30,
+                          background_sampling=sampling, seed=3)
+    bg = tiles.classes == 0
+    assert bg.sum() == 30 and (tiles.blob_ids[bg] == -1).all()
+    m = tiles.margin
+    for y, x in tiles.origins[bg]:
+        # neither the tile nor the margin used for shift augmentation touches paint
+        assert labels[y - m : y + 32 + m, x - m : x + 32 + m].sum() == 0
+
+
+def test_many_images_keep_provenance():
+    labels, _ = discs_and_bar()
+    tiles = extract_tiles([np.zeros(labels.shape), np.ones(labels.shape)], [labels, labels[::-1].copy()],
+                          tile_size=24)
+    assert set(tiles.image_index) == {0, 1}
+    assert len(np.unique(tiles.blob_ids[tiles.blob_ids >= 0])) == 8  # 4 blobs in each image
+    assert (tiles.tiles[tiles.image_index == 1] == 1).all()
+
+
+def test_background_none_uses_only_the_painted_classes():
+    labels, _ = discs_and_bar()
+    tiles = extract_tiles(np.zeros(labels.shape), labels, tile_size=24, background="none",
+                          class_names={1: "rust", 2: "paint"})
+    assert tiles.class_table.values == (1, 2)
+    assert tiles.class_table.names == ("rust", "paint")
+    assert (tiles.blob_ids >= 0).all()
+
+
+def test_given_class_table_is_used_and_checked():
+    labels, _ = discs_and_bar()
+    table = ClassTable.from_values([1, 2, 5], names=["a", "b", "c"])
+    tiles = extract_tiles(np.zeros(labels.shape), labels, tile_size=24, class_table=table)
+    assert tiles.class_table is table and tiles.counts()["c"] == 0
+    with pytest.raises(TilemapInputError, match=r"painted label values \[2\] are not in the class table"):
+        extract_tiles(np.zeros(labels.shape), labels, tile_size=24, class_table=ClassTable.from_values([1]))
+
+
+@pytest.mark.parametrize(
+    "images, labels, kw, match",
+    [
+        (np.zeros((50, 60)), np.zeros((50, 61), int), {}, r"labels\[0\] shape \(50, 61\) differs from the image shape \(50, 60\)"),
+        (np.zeros((50, 60)), np.zeros((50, 60), int), {}, "no painted pixels"),
+        (np.zeros((50, 60)), np.ones((50, 60), int), {"background": "none"}, "only one class"),
+        (np.zeros((50, 60)), np.ones((50, 60), int), {}, "no 24x24 area is free of painted pixels"),
+        (np.zeros((50, 60)), np.eye(50, 60, dtype=int), {"tile_size": 64}, "larger than image 0"),
+        (np.zeros((2, 3, 50, 60)), np.eye(50, 60, dtype=int), {}, r"expected \(Y, X\) or \(Y, X, C\)"),
+        (np.zeros((3, 50, 60)), np.eye(50, 60, dtype=int), {}, r"channel-first: use np.moveaxis"),
+        (np.full((50, 60), np.nan), np.eye(50, 60, dtype=int), {}, "NaN"),
+        ([np.zeros((50, 60))] * 2, [np.eye(50, 60, dtype=int)], {}, "got 2 images but 1 labels"),
+        ([np.zeros((50, 60)), np.zeros((50, 60, 3))], [np.eye(50, 60, dtype=int)] * 2, {}, "same number of channels"),
+        (np.zeros((50, 60)), np.eye(50, 60) * 0.5, {}, "whole numbers"),
+        (np.zeros((50, 60)), np.eye(50, 60, dtype=int) * 300, {}, "0..255"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(images, labels, kw, match):
+    kw = {"tile_size": 24, **kw}
+    with pytest.raises(TilemapInputError, match=match):
+        extract_tiles(images, labels, **kw)
