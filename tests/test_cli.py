@@ -64,8 +64,17 @@ def test_bad_input_prints_one_line_and_exits_2(tmp_path, painted_files, capsys, 
     existing = tmp_path / "old.zarr"
     existing.mkdir()
     (existing / "keep.txt").write_text("earlier result")
-    _fails_with_one_line(["predict", str(model), str(image), "-o", str(existing)], capsys, "already exists")
+    for extra in ([], ["--overwrite"]):
+        _fails_with_one_line(["predict", str(model), str(image), "-o", str(existing), *extra], capsys,
+                             "is not a napari-tilemap map store; refusing to replace it")
     assert (existing / "keep.txt").read_text() == "earlier result"
+    _fails_with_one_line(["predict", str(model), str(tmp_path / "nope.tif"), "-o", str(tmp_path / "y.zarr")],
+                         capsys, "does not exist")
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8))
+    _fails_with_one_line(["predict", str(model), str(rgb), "-o", str(tmp_path / "z.zarr")], capsys,
+                         "expects 1 channel(s) but the image has 3")
+    assert not (tmp_path / "y.zarr").exists() and not (tmp_path / "z.zarr").exists()
     assert not (tmp_path / "m2.tilemap").exists()
 
 

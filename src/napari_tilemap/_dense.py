@@ -29,31 +29,37 @@ def window_indices(geometry: MapGeometry, rows: tuple[int, int], cols: tuple[int
 def read_window(image, row_idx: np.ndarray, col_idx: np.ndarray) -> np.ndarray:
     """Gather ``image[row_idx][:, col_idx]`` reading only the bounding box from ``image``.
 
-    ``image`` is anything sliceable as (Y, X, C): numpy, zarr, dask (computed here).
+    ``image`` is anything sliceable as (Y, X, C): numpy, an :class:`ImageSource`, zarr.
     """
     r0, r1 = int(row_idx.min()), int(row_idx.max()) + 1
     c0, c1 = int(col_idx.min()), int(col_idx.max()) + 1
-    box = np.asarray(image[r0:r1, c0:c1])
+    box = np.asarray(image[slice(r0, r1), slice(c0, c1)])
+    if len(row_idx) == r1 - r0 and len(col_idx) == c1 - c0 and row_idx[0] == r0 and col_idx[0] == c0 \
+            and np.all(np.diff(row_idx) == 1) and np.all(np.diff(col_idx) == 1):
+        return box  # an interior window: no reflection, no copy
     return box[np.ix_(row_idx - r0, col_idx - c0)]
 
 
 def dense_scores(net: torch.nn.Module, window: np.ndarray, device: torch.device | None = None) -> np.ndarray:
-    """Class probabilities for every tile position in ``window``.
+    """Class probabilities for every tile position in ``window`` (or a stack of equal windows).
 
     Parameters
     ----------
     net : torch.nn.Module
         An inference network from :meth:`TileClassifier.inference_network`.
-    window : ndarray of shape ((rows-1)*S + T, (cols-1)*S + T, C)
+    window : ndarray of shape ([N,] (rows-1)*S + T, (cols-1)*S + T, C)
         Raw image intensities including the halo.
 
     Returns
     -------
-    ndarray of shape (classes, rows, cols), float32
+    ndarray of shape ([N,] classes, rows, cols), float32
     """
     if device is None:
         device = next(net.parameters()).device
-    # (Y, X, C) memory viewed as (1, C, Y, X) is exactly torch's channels_last layout: no copy.
-    x = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)).permute(2, 0, 1)[None]
+    batch = np.asarray(window).ndim == 4
+    # (N, Y, X, C) memory viewed as (N, C, Y, X) is exactly torch's channels_last layout: no copy.
+    x = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))
+    x = x.permute(0, 3, 1, 2) if batch else x.permute(2, 0, 1)[None]
     with torch.inference_mode():
-        return torch.softmax(net(x.to(device)), 1)[0].float().cpu().numpy()
+        out = torch.softmax(net(x.to(device, non_blocking=True)).float(), 1).cpu().numpy()
+    return out if batch else out[0]

@@ -68,8 +68,12 @@ class ClassificationMap:
         return store_attrs(self.geometry, self.class_table, self.complete)
 
 
-def store_attrs(geometry: MapGeometry, class_table: ClassTable, complete: bool) -> dict:
-    """The ``tilemap`` attribute for a store of ``geometry`` and ``class_table``."""
+def store_attrs(geometry: MapGeometry, class_table: ClassTable, complete: bool, run: dict | None = None) -> dict:
+    """The ``tilemap`` attribute for a store of ``geometry`` and ``class_table``.
+
+    ``run`` records what produced the map (model digest, block size, dtype) so that an
+    interrupted run can be recognised and resumed.
+    """
     table = class_table.to_dict()
     return {
         "version": STORE_VERSION,
@@ -78,6 +82,8 @@ def store_attrs(geometry: MapGeometry, class_table: ClassTable, complete: bool) 
         "colors": table["colors"],
         "values": table["values"],
         "complete": bool(complete),
+        "run": run or {},
+        "pyramid_levels": 0,
     }
 
 
@@ -88,28 +94,15 @@ def create_store(
     *,
     chunk: int,
     scores_dtype: str = "float32",
-    overwrite: bool = False,
+    run: dict | None = None,
 ):
-    """Create an empty map store at ``path`` marked incomplete; returns the zarr group.
+    """Create an empty map store at ``path`` (which must not exist), marked incomplete.
 
-    Raises
-    ------
-    MapStoreError
-        If ``path`` exists and ``overwrite`` is false; nothing there is touched.
+    Besides ``scores`` and ``classes`` it holds ``done``, one flag per work block, set
+    only after that block's chunks are written, so an interrupted run can resume.
     """
     import zarr
 
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise MapStoreError(
-                f"{str(path)!r} already exists; choose another output or pass overwrite=True (--overwrite) "
-                "to replace it"
-            )
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
     if np.dtype(scores_dtype) not in (np.float16, np.float32):
         raise MapStoreError(f"scores_dtype must be 'float16' or 'float32', got {scores_dtype!r}")
     h, w = geometry.map_shape
@@ -123,14 +116,30 @@ def create_store(
         "classes", shape=(h, w), chunks=(min(chunk, h), min(chunk, w)), dtype="uint8",
         fill_value=0, dimension_names=("y", "x"),
     )
-    group.attrs["tilemap"] = store_attrs(geometry, class_table, complete=False)
+    blocks = (-(-h // chunk), -(-w // chunk))
+    group.create_array("done", shape=blocks, chunks=(1, 1), dtype="uint8", fill_value=0)
+    group.attrs["tilemap"] = store_attrs(geometry, class_table, complete=False, run=run)
     return group
 
 
-def mark_complete(group) -> None:
-    """Flag a fully written store as complete."""
+def remove_store(path) -> None:
+    """Delete a map store directory (callers check that it is one first)."""
+    shutil.rmtree(path)
+
+
+def is_map_store(path) -> bool:
+    """Whether ``path`` holds a napari-tilemap map store (complete or not)."""
+    try:
+        read_attrs(path)
+    except MapStoreError:
+        return False
+    return True
+
+
+def update_attrs(group, **changes) -> None:
+    """Change fields of the store's ``tilemap`` attribute (e.g. ``complete=True``)."""
     attrs = dict(group.attrs["tilemap"])
-    attrs["complete"] = True
+    attrs.update(changes)
     group.attrs["tilemap"] = attrs
 
 
@@ -172,3 +181,14 @@ def open_map(path) -> ClassificationMap:
     geometry = MapGeometry(int(attrs["tile_size"]), int(attrs["step"]), tuple(attrs["image_shape"]))
     table = ClassTable.from_dict(attrs)
     return ClassificationMap(group["scores"], group["classes"], geometry, table, Path(path), bool(attrs.get("complete", True)))
+
+
+def pyramid_levels(path) -> tuple[list, list]:
+    """The ``classes`` and ``scores`` arrays of every stored resolution level, finest first."""
+    import zarr
+
+    attrs = read_attrs(path)
+    group = zarr.open_group(str(path), mode="r")
+    n = int(attrs.get("pyramid_levels", 0))
+    names = [""] + [f"_{i}" for i in range(1, n + 1)]
+    return [group["classes" + s] for s in names], [group["scores" + s] for s in names]

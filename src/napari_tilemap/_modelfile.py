@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +19,10 @@ FORMAT = "napari-tilemap-model"
 VERSION = 1
 
 
-def save_model(model: TileClassifier, path) -> None:
-    """Write ``model`` to ``path`` atomically (a partial file never replaces a good one)."""
-    from safetensors.torch import save_file
+def model_to_bytes(model: TileClassifier) -> bytes:
+    """The model as the bytes of a ``.tilemap`` file (also what dask workers receive)."""
+    from safetensors.torch import save
 
-    path = Path(path)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -31,9 +32,20 @@ def save_model(model: TileClassifier, path) -> None:
         "record": model.record,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+    return save(tensors, metadata={"tilemap": json.dumps(meta)})
+
+
+def model_digest(payload: bytes) -> str:
+    """SHA-256 of a model's bytes: identifies the model in a map store's run record."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+def save_model(model: TileClassifier, path) -> None:
+    """Write ``model`` to ``path`` atomically (a partial file never replaces a good one)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        save_file(tensors, str(tmp), metadata={"tilemap": json.dumps(meta)})
+        tmp.write_bytes(model_to_bytes(model))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -59,31 +71,30 @@ def load_model(path) -> TileClassifier:
     --------
     >>> model = load_model("surface.tilemap")  # doctest: +SKIP
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {str(path)!r} does not exist")
+    return model_from_bytes(path.read_bytes(), name=repr(str(path)))
+
+
+def model_from_bytes(data: bytes, name: str = "model data") -> TileClassifier:
+    """Inverse of :func:`model_to_bytes`; see :func:`load_model` for the errors."""
+    from safetensors.torch import load
+
     try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("tilemap")
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        meta = _metadata(data)
+        tensors = load(data)
+    except Exception as err:  # safetensors raises its own error type and others on garbage
         raise ModelFileError(
-            f"{str(path)!r} is not a napari-tilemap model file (expected safetensors with "
-            f"tilemap metadata): {err}"
+            f"{name} is not a napari-tilemap model file (expected safetensors with tilemap metadata): "
+            f"{type(err).__name__}: {err}"
         ) from None
-    try:
-        meta = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        meta = {}
     if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{str(path)!r} is a safetensors file but not a napari-tilemap model")
+        raise ModelFileError(f"{name} is a safetensors file but not a napari-tilemap model")
     if meta.get("version", 0) > VERSION:
         raise ModelFileError(
-            f"{str(path)!r} has model format version {meta['version']}; this napari-tilemap reads "
-            f"up to {VERSION}: upgrade napari-tilemap"
+            f"{name} has model format version {meta['version']}; this napari-tilemap reads up to {VERSION}: "
+            "upgrade napari-tilemap"
         )
     try:
         model = TileClassifier.create(
@@ -95,6 +106,18 @@ def load_model(path) -> TileClassifier:
         )
         model.network.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ModelFileError(f"{str(path)!r} holds an inconsistent napari-tilemap model: {err}") from None
+        raise ModelFileError(f"{name} holds an inconsistent napari-tilemap model: {err}") from None
     model.network.eval()
     return model
+
+
+def _metadata(data: bytes) -> dict:
+    """The ``tilemap`` JSON of a safetensors header (8-byte length, then JSON)."""
+    if len(data) < 8:
+        raise ValueError("file too short")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise ValueError("header longer than the file")
+    header = json.loads(data[8 : 8 + n])
+    raw = (header.get("__metadata__") or {}).get("tilemap")
+    return json.loads(raw) if raw else {}

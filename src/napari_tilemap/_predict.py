@@ -1,19 +1,32 @@
-"""Dense prediction: the classification map of an image, block by block."""
+"""Dense prediction: the classification map of an image of any size, block by block.
+
+Each block of map cells reads its own window of the image (halo included, reflected at
+the borders), runs the network once and writes its own chunks of the map store, so peak
+memory depends on the block size and the number of workers, never on the image. Blocks
+run in local threads or, given a dask.distributed client or scheduler address, as one
+task each on the cluster. A store records which blocks are done: running the same
+prediction again resumes an interrupted one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+import os
+from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import as_completed as local_as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ._dense import dense_scores, read_window, window_indices
-from ._devices import release_memory, resolve_device
-from ._errors import TilemapInputError
-from ._mapstore import ClassificationMap, create_store, mark_complete
+from ._blockrun import Block, BlockPlan, block_grid, network_for, remote_run_blocks, run_blocks
+from ._errors import MapStoreError, TilemapInputError
+from ._mapstore import (
+    ClassificationMap, create_store, is_map_store, open_map, read_attrs, remove_store, store_attrs, update_attrs,
+)
 from ._model import TileClassifier
 from ._progress import CancelToken, Cancelled, is_cancelled
+from ._sources import ImageSource, open_image
 
 
 @dataclass(frozen=True)
@@ -24,14 +37,8 @@ class BlockDone:
     cols: tuple[int, int]
     done: int
     total: int
-
-
-def block_grid(map_shape: tuple[int, int], block_cells: int) -> Iterator[tuple[tuple[int, int], tuple[int, int]]]:
-    """Half-open (rows, cols) ranges of map cells, row-major, ``block_cells`` a side."""
-    h, w = map_shape
-    for r in range(0, h, block_cells):
-        for c in range(0, w, block_cells):
-            yield (r, min(r + block_cells, h)), (c, min(c + block_cells, w))
+    map: ClassificationMap | None = None
+    """The map being filled (in memory or backed by the store being written)."""
 
 
 def iter_predict(
@@ -43,42 +50,65 @@ def iter_predict(
     device: str = "auto",
     scores_dtype: str = "float32",
     overwrite: bool = False,
+    workers: int | None = None,
+    client=None,
+    scheduler: str | None = None,
+    gpu_batch: int = 8,
+    pyramid: bool = True,
 ) -> Generator[BlockDone, None, ClassificationMap]:
     """Like :func:`predict`, as a generator of :class:`BlockDone` events.
 
-    Closing the generator stops after the current block; a store written so far stays
-    marked incomplete. The generator's return value is the :class:`ClassificationMap`.
+    Closing the generator stops after the blocks in flight; a store written so far stays
+    marked incomplete and resumes on the next run. The return value (``StopIteration.value``)
+    is the :class:`ClassificationMap`.
     """
-    from ._images import as_image
+    source = open_image(image)
+    _check_fits(model, source)
+    from ._devices import resolve_device
+    from ._modelfile import model_digest, model_to_bytes
 
-    img = as_image(image)
-    _check_fits(model, img)
-    geometry = model.geometry(img.shape[:2])
+    geometry = model.geometry(source.shape)
     cells = _block_cells(block_size, model.step)
-    k = len(model.class_table)
-    values = np.asarray(model.class_table.values, np.uint8)
-    if out is not None:
-        group = create_store(out, geometry, model.class_table, chunk=cells, scores_dtype=scores_dtype, overwrite=overwrite)
-        scores, classes = group["scores"], group["classes"]
+    blocks = block_grid(geometry.map_shape, cells)
+    payload = model_to_bytes(model)
+    digest = model_digest(payload)
+    run = {"model_sha256": digest, "block_cells": cells, "scores_dtype": str(np.dtype(scores_dtype))}
+    distributed = client is not None or scheduler is not None
+    if distributed and out is None:
+        raise TilemapInputError("distributed prediction writes to a map store: pass out='map.zarr' on a shared disk")
+    device_name = str(device) if distributed else str(resolve_device(device))
+
+    if out is None:
+        k = len(model.class_table)
+        arrays = (np.zeros((k, *geometry.map_shape), np.dtype(scores_dtype)), np.zeros(geometry.map_shape, np.uint8))
+        work, final, todo = None, None, blocks
     else:
-        group = None
-        scores = np.zeros((k, *geometry.map_shape), np.dtype(scores_dtype))
-        classes = np.zeros(geometry.map_shape, np.uint8)
-    dev = resolve_device(device)
-    net = model.inference_network(dev)
-    blocks = list(block_grid(geometry.map_shape, cells))
-    try:
-        for n, (rows, cols) in enumerate(blocks, 1):
-            ri, ci = window_indices(geometry, rows, cols)
-            s = dense_scores(net, read_window(img, ri, ci), dev)
-            scores[:, rows[0] : rows[1], cols[0] : cols[1]] = s.astype(scores_dtype)
-            classes[rows[0] : rows[1], cols[0] : cols[1]] = values[s.argmax(0)]
-            yield BlockDone(rows, cols, n, len(blocks))
-    finally:
-        release_memory(dev)
-    if group is not None:
-        mark_complete(group)
-    return ClassificationMap(scores, classes, geometry, model.class_table, Path(out) if out is not None else None)
+        arrays = None
+        work, final, todo = _prepare_store(Path(out), geometry, model, cells, scores_dtype, run, overwrite, blocks)
+    plan = BlockPlan(geometry, cells, model.class_table.values, str(np.dtype(scores_dtype)),
+                     None if work is None else str(work), device_name)
+    per_task = gpu_batch if device_name.startswith("cuda") else 1
+    tasks = [todo[i : i + per_task] for i in range(0, len(todo), per_task)]
+    done = len(blocks) - len(todo)
+    if arrays is not None:
+        partial = ClassificationMap(arrays[0], arrays[1], geometry, model.class_table, complete=False)
+    else:
+        partial = open_map(work)
+
+    if distributed:
+        finished = _run_distributed(tasks, source, plan, payload, digest, client, scheduler)
+    else:
+        finished = _run_local(tasks, source, plan, network_for(payload, digest, device_name), arrays, workers)
+    for task in finished:
+        for rows, cols in task:
+            done += 1
+            yield BlockDone(rows, cols, done, len(blocks), partial)
+
+    if arrays is not None:
+        partial.complete = True
+        return partial
+    _finish_store(work, final, pyramid)
+    return open_map(final)
 
 
 def predict(
@@ -90,6 +120,10 @@ def predict(
     device: str = "auto",
     scores_dtype: str = "float32",
     overwrite: bool = False,
+    workers: int | None = None,
+    client=None,
+    scheduler: str | None = None,
+    pyramid: bool = True,
     callback: Callable[[BlockDone], None] | None = None,
     cancel: CancelToken = None,
 ) -> ClassificationMap:
@@ -99,37 +133,58 @@ def predict(
     ----------
     model : TileClassifier
         A trained model.
-    image : array_like
-        (Y, X) or (Y, X, C) image with the channels the model was trained on.
+    image : array_like or str or Path
+        (Y, X) or (Y, X, C) image with the channels the model was trained on: numpy, dask
+        or zarr array, or a path to TIFF/BigTIFF, PNG/JPEG, ``.npy``, zarr or OME-Zarr.
+        Only the windows each block needs are read.
     out : str or Path, optional
-        Write the map to this zarr store (DESIGN.md layout); it must not exist unless
-        ``overwrite`` is true.
+        Write the map to this zarr store (DESIGN.md layout) and return it backed by the
+        store. Running again with the same arguments resumes an interrupted store.
     block_size : int
         Side of a work block in image pixels, rounded down to a multiple of the step.
     device : str
-        'auto', 'cpu', 'cuda' or 'mps'.
+        'auto', 'cpu', 'cuda' or 'mps' (on a cluster each worker resolves 'auto' itself).
     scores_dtype : {'float32', 'float16'}
         Storage type of the scores.
     overwrite : bool
-        Replace an existing store at ``out``.
+        Replace an existing, different map store at ``out``. The old store is removed only
+        once the new one is complete; a path that is not a map store is never replaced.
+    workers : int, optional
+        Local threads; on the CPU torch gets ``cores // workers`` threads each, so that
+        reading and writing overlap with the network. Default: 2 (or 1 on one core).
+    client : distributed.Client, optional
+        Run the blocks as tasks on this dask cluster (the store must be on a disk the
+        workers share). The model is sent once to each worker.
+    scheduler : str, optional
+        Address of a dask scheduler to connect to instead of ``client``.
+    pyramid : bool
+        Add downsampled ``classes_i`` / ``scores_i`` levels for display.
     callback : callable, optional
         Called with a :class:`BlockDone` after every block.
     cancel : threading.Event or callable, optional
         Checked after every block; when set, :class:`Cancelled` is raised and a store
-        written so far stays marked incomplete.
+        written so far stays marked incomplete (run again to resume).
 
     Returns
     -------
     ClassificationMap
 
+    Raises
+    ------
+    TilemapInputError
+        Unreadable image, wrong dimensions or channel count, NaN values.
+    MapStoreError
+        ``out`` holds something else, or a different map and ``overwrite`` is false.
+
     Examples
     --------
-    >>> cmap = predict(model, image, out="map.zarr")   # doctest: +SKIP
-    >>> cmap.classes.shape, cmap.step                  # doctest: +SKIP
-    ((64, 64), 8)
+    >>> cmap = predict(model, "wafer.tif", out="wafer-map.zarr")   # doctest: +SKIP
+    >>> cmap.classes.shape, cmap.step                              # doctest: +SKIP
+    ((6250, 6250), 8)
     """
     gen = iter_predict(
-        model, image, out, block_size=block_size, device=device, scores_dtype=scores_dtype, overwrite=overwrite
+        model, image, out, block_size=block_size, device=device, scores_dtype=scores_dtype, overwrite=overwrite,
+        workers=workers, client=client, scheduler=scheduler, pyramid=pyramid,
     )
     while True:
         try:
@@ -140,7 +195,110 @@ def predict(
             callback(event)
         if is_cancelled(cancel):
             gen.close()
-            raise Cancelled(f"prediction stopped after {event.done} of {event.total} blocks")
+            raise Cancelled(f"prediction stopped after {event.done} of {event.total} blocks; run again to resume")
+
+
+def _run_local(tasks, source: ImageSource, plan: BlockPlan, net_and_device, arrays, workers: int | None):
+    import torch
+
+    gpu = plan.device.startswith(("cuda", "mps"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = max(1, int(workers or min(2, cores)))
+    threads_before = torch.get_num_threads()
+    if not gpu:
+        torch.set_num_threads(max(1, cores // workers))  # workers x torch threads <= cores
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tilemap-block")
+    try:
+        # keep a bounded number of tasks queued so cancelling is quick and memory flat
+        pending, it = set(), iter(tasks)
+        for task in it:
+            pending.add(pool.submit(run_blocks, task, source, plan, net_and_device, arrays))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            future = next(local_as_completed(pending))
+            pending.remove(future)
+            yield future.result()
+            for task in it:
+                pending.add(pool.submit(run_blocks, task, source, plan, net_and_device, arrays))
+                break
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads_before)
+
+
+def _run_distributed(tasks, source: ImageSource, plan: BlockPlan, payload: bytes, digest: str, client, scheduler):
+    from distributed import Client, as_completed
+
+    own = client is None
+    if own:
+        client = Client(scheduler)
+    futures = []
+    try:
+        model_future = client.scatter(payload, broadcast=True, hash=False)
+        source_future = client.scatter(source, broadcast=True, hash=False)
+        futures = [
+            client.submit(remote_run_blocks, task, source_future, plan, model_future, digest, pure=False)
+            for task in tasks
+        ]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        client.cancel(futures)
+        if own:
+            client.close()
+
+
+def _prepare_store(path: Path, geometry, model, cells, scores_dtype, run, overwrite, blocks) -> tuple[Path, Path, list[Block]]:
+    """Where to write, where the result ends up, and which blocks remain to be computed."""
+    import zarr
+
+    expected = store_attrs(geometry, model.class_table, complete=False, run=run)
+    if path.exists():
+        if not is_map_store(path):
+            raise MapStoreError(
+                f"{str(path)!r} exists and is not a napari-tilemap map store; refusing to replace it — "
+                "choose another output path"
+            )
+        attrs = read_attrs(path)
+        same = all(attrs.get(k) == v for k, v in expected.items() if k not in ("complete", "pyramid_levels"))
+        if same and not overwrite:
+            if attrs.get("complete"):
+                return path, path, []
+            done = np.asarray(zarr.open_group(str(path), mode="r")["done"])
+            return path, path, [b for b in blocks if not done[b[0][0] // cells, b[1][0] // cells]]
+        if not overwrite:
+            raise MapStoreError(
+                f"{str(path)!r} holds a different map (another model, image size or block size); "
+                "choose another output or pass overwrite=True (--overwrite) to replace it"
+            )
+        work = path.with_name(f".{path.name}.partial")
+        if work.exists():
+            remove_store(work)
+    else:
+        work = path
+    create_store(work, geometry, model.class_table, chunk=cells, scores_dtype=scores_dtype, run=run)
+    return work, path, list(blocks)
+
+
+def _finish_store(work: Path, final: Path, pyramid: bool) -> None:
+    import zarr
+
+    group = zarr.open_group(str(work), mode="r+")
+    if not group.attrs["tilemap"].get("complete"):
+        levels = _pyramid(group) if pyramid else 0
+        update_attrs(group, complete=True, pyramid_levels=levels)
+    if work != final:
+        old = final.with_name(f".{final.name}.old")
+        os.replace(final, old)
+        os.replace(work, final)
+        remove_store(old)
+
+
+def _pyramid(group) -> int:
+    from ._pyramid import build_pyramid
+
+    return build_pyramid(group)
 
 
 def _block_cells(block_size: int, step: int) -> int:
@@ -149,13 +307,13 @@ def _block_cells(block_size: int, step: int) -> int:
     return int(block_size) // step
 
 
-def _check_fits(model: TileClassifier, img: np.ndarray) -> None:
-    if img.shape[2] != model.in_channels:
+def _check_fits(model: TileClassifier, source: ImageSource) -> None:
+    if source.channels != model.in_channels:
         raise TilemapInputError(
-            f"the model expects {model.in_channels} channel(s) but the image has {img.shape[2]}; "
+            f"the model expects {model.in_channels} channel(s) but the image has {source.channels}; "
             "predict on images like those the model was trained on"
         )
-    if min(img.shape[:2]) < model.tile_size:
+    if min(source.shape) < model.tile_size:
         raise TilemapInputError(
-            f"image of {img.shape[0]}x{img.shape[1]} px is smaller than the model's {model.tile_size}px tile"
+            f"image of {source.shape[0]}x{source.shape[1]} px is smaller than the model's {model.tile_size}px tile"
         )

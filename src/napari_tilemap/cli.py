@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tilemap {args.command}: error: {err}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
-        print(f"tilemap {args.command}: interrupted", file=sys.stderr)
+        hint = "; run the same command again to resume" if args.command == "predict" else ""
+        print(f"tilemap {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 
@@ -61,8 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--out", required=True, help="map store to write (MAP.zarr)")
     r.add_argument("--chunk", type=int, default=1024, help="work block side in pixels (default: %(default)s)")
     r.add_argument("--device", default="auto")
-    r.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing map store")
+    r.add_argument("--workers", type=int, default=None, help="local worker threads (default: 2)")
+    r.add_argument("--scheduler", default=None, help="run on the dask.distributed cluster at this address")
+    r.add_argument("--float16", action="store_true", help="store scores as float16 (half the disk)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing, different map store")
     r.set_defaults(run=_predict)
     return p
 
@@ -164,27 +167,10 @@ def _view(sample, cmap) -> None:
 
 
 def _read_array(path: str) -> np.ndarray:
-    """A whole image or labels file as an array (training data fits in memory)."""
-    p = Path(path)
-    if not p.exists():
-        raise TilemapInputError(f"{path} does not exist")
-    suffix = p.suffix.lower()
-    try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
+    """A whole image or labels file as an array, in its own dtype (training data fits in memory)."""
+    from ._sources import open_image
 
-            return tifffile.imread(p)
-        if suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        if p.is_dir():
-            import zarr
-
-            return np.asarray(zarr.open_array(str(p), mode="r"))
-        from skimage.io import imread
-
-        return imread(p)
-    except (OSError, ValueError) as err:
-        raise TilemapInputError(f"cannot read {path}: {err}") from None
+    return np.asarray(open_image(path).array)
 
 
 def _train(args) -> int:
@@ -210,10 +196,10 @@ def _predict(args) -> int:
     from ._modelfile import load_model
 
     model = load_model(args.model)
-    kw = {"block_size": args.chunk, "device": args.device, "overwrite": args.overwrite}
-    if args.scheduler:
-        kw["scheduler"] = args.scheduler
-    cmap = _predict_with_bar(model, _read_array(args.image), args.out, **kw)
+    cmap = _predict_with_bar(
+        model, args.image, args.out, block_size=args.chunk, device=args.device, overwrite=args.overwrite,
+        workers=args.workers, scheduler=args.scheduler, scores_dtype="float16" if args.float16 else "float32",
+    )
     print(f"wrote {args.out}: map of {cmap.shape[0]}x{cmap.shape[1]} cells, step {cmap.step}")
     return 0
 
