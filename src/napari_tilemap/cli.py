@@ -156,7 +156,7 @@ def _view(sample, cmap) -> None:
     except ImportError:
         print("tilemap demo: --view needs napari: pip install 'napari-tilemap[all]'", file=sys.stderr)
         return
-    from ._layers import map_layer_data
+    from ._layerdata import map_layer_data
 
     viewer = napari.Viewer()
     viewer.add_image(sample.image, name="surface")

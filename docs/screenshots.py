@@ -1,0 +1,70 @@
+"""Drive the plugin in a real napari window and save a screenshot of each step into docs/.
+
+    xvfb-run -a python docs/screenshots.py        # headless
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+from napari_tilemap import sample_surface
+
+HERE = Path(__file__).parent
+
+
+def wait(panel, timeout: float = 300) -> None:
+    end = time.monotonic() + timeout
+    while panel.worker is not None and time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def shot(viewer, name: str) -> None:
+    QApplication.processEvents()
+    viewer.screenshot(str(HERE / name), canvas_only=False, flash=False)
+    print("wrote", HERE / name)
+
+
+def main() -> None:
+    sample = sample_surface(seed=0)
+    viewer = napari.Viewer(title="napari-tilemap")
+    viewer.window.resize(1400, 850)
+    _, w = viewer.window.add_plugin_dock_widget("napari-tilemap", "Tilemap")
+    image = viewer.add_image(sample.image, name="surface")
+
+    w.classes.image.value = image
+    labels = w.classes.create_labels_layer()
+    labels.data = sample.labels.copy()
+    w.tabs.setCurrentIndex(0)
+    shot(viewer, "step1-paint.png")
+
+    w.tiles.image.value, w.tiles.labels_layer.value = image, labels
+    w.tiles.tile_size.value = 48
+    w.tiles.extract.clicked()
+    w.tabs.setCurrentIndex(1)
+    shot(viewer, "step2-tiles.png")
+
+    viewer.layers["tiles"].visible = False
+    w.training.device.value = "cpu"
+    w.training.train.clicked()
+    w.tabs.setCurrentIndex(2)
+    wait(w.training)
+    shot(viewer, "step3-train.png")
+
+    w.prediction.image.value = image
+    w.prediction.device.value = "cpu"
+    w.prediction.contours.value = True
+    labels.visible = False
+    w.prediction.predict.clicked()
+    w.tabs.setCurrentIndex(3)
+    wait(w.prediction)
+    shot(viewer, "step4-map.png")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

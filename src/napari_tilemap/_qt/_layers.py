@@ -1,0 +1,54 @@
+"""Helpers for napari layers: image data at full resolution, 2-D transforms, world boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image
+
+
+def full_resolution(layer: Image):
+    """The layer's full-resolution array (level 0 of a multiscale layer)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def plane_shape(layer) -> tuple[int, int]:
+    """(Y, X) of an image or labels layer (RGB channels dropped)."""
+    data = full_resolution(layer) if isinstance(layer, Image) else layer.data
+    shape = tuple(data.shape)
+    return shape[-3:-1] if isinstance(layer, Image) and layer.rgb else shape[-2:]
+
+
+def yx_transform(layer) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(scale, translate) of the layer's last two (Y, X) axes."""
+    return tuple(float(s) for s in layer.scale[-2:]), tuple(float(t) for t in layer.translate[-2:])
+
+
+def check_2d(layer) -> None:
+    """Raise ValueError for image layers with stacks (napari-tilemap classifies 2-D planes)."""
+    data = full_resolution(layer) if isinstance(layer, Image) else layer.data
+    extra = data.ndim - (3 if isinstance(layer, Image) and layer.rgb else 2)
+    if extra > 0:
+        raise ValueError(f"layer {layer.name!r} has {data.ndim} dimensions; napari-tilemap works on 2-D images")
+
+
+def visible_box(viewer, layer) -> tuple[int, int, int, int]:
+    """Pixel box (y0, y1, x0, x1) of ``layer`` that the canvas shows, clipped to the layer.
+
+    Computed from the camera (centre, zoom) and the canvas size; the whole layer when the
+    viewer has no canvas.
+    """
+    h, w = plane_shape(layer)
+    try:
+        size = np.asarray(viewer.window._qt_viewer.canvas.size[::-1], float)  # (height, width) in screen px
+    except AttributeError:
+        return 0, h, 0, w
+    center = np.asarray(viewer.camera.center[-2:], float)
+    half = size / float(viewer.camera.zoom) / 2
+    corners = [layer.world_to_data(np.r_[center + d * half])[-2:] for d in ((-1, -1), (1, 1))]
+    lo, hi = np.minimum(*corners), np.maximum(*corners)
+    y0, x0 = np.floor(lo).astype(int)
+    y1, x1 = np.ceil(hi).astype(int) + 1
+    y0, y1, x0, x1 = max(0, y0), min(h, y1), max(0, x0), min(w, x1)
+    if y1 - y0 < 2 or x1 - x0 < 2:
+        return 0, h, 0, w
+    return y0, y1, x0, x1

@@ -1,0 +1,165 @@
+"""Predict: the classification map of an image layer, filling in block by block."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.layers import Image
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+
+from .._layerdata import map_layer_data
+from .._predict import iter_predict
+from . import _notify
+from ._layers import check_2d, full_resolution, visible_box, yx_transform
+
+
+REDRAW_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """Frozen snapshot of the prediction controls."""
+
+    region: str
+    block_size: int
+    device: str
+    contours: bool
+    out: str | None
+
+
+@thread_worker
+def _predict_job(model, data, params: PredictParams):
+    """Worker body: yields BlockDone events; returns the finished map."""
+    return (yield from iter_predict(model, data, params.out, block_size=params.block_size, device=params.device))
+
+
+class PredictPanel(Container):
+    """Run the model over the whole image or the part in view; Stop keeps earlier maps intact."""
+
+    def __init__(self, viewer, session) -> None:
+        self.viewer, self.session = viewer, session
+        self.image = ComboBox(label="image", choices=self._images, nullable=True)
+        self.region = ComboBox(label="region", choices=["whole image", "in view"], value="whole image")
+        self.block_size = SpinBox(label="block size", value=1024, min=64, max=16384, step=64)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.contours = CheckBox(label="draw classes as contours", value=False)
+        self.out = FileEdit(label="save map to (optional)", mode="w", filter="*.zarr")
+        self.predict = PushButton(text="Predict")
+        self.stop = PushButton(text="Stop", enabled=False)
+        self.status = Label(value="")
+        super().__init__(widgets=[self.image, self.region, self.block_size, self.device, self.contours, self.out,
+                                  self.predict, self.stop, self.status])
+        self.worker = None
+        self.layers: list = []
+        self._bar = None
+        self.predict.clicked.connect(self.start)
+        self.stop.clicked.connect(self.request_stop)
+
+    def _images(self, _=None):
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def params(self) -> PredictParams:
+        out = str(self.out.value) if str(self.out.value) not in ("", ".") else None
+        return PredictParams(self.region.value, int(self.block_size.value), self.device.value,
+                             bool(self.contours.value), out)
+
+    def start(self):
+        """Predict in a worker thread; the map layers appear with the first block."""
+        model, image = self.session.model, self.image.value
+        if model is None:
+            _notify.error("No model: train one (Train tab) or load a model file first.")
+            return None
+        if image is None:
+            _notify.error("Choose an image layer to predict on.")
+            return None
+        p = self.params()
+        try:
+            check_2d(image)
+            data = full_resolution(image)
+            channels = data.shape[-1] if image.rgb else 1
+            if channels != model.in_channels:
+                raise ValueError(f"the model expects {model.in_channels} channel(s) but {image.name!r} has {channels}")
+            origin = (0, 0)
+            if p.region == "in view":
+                y0, y1, x0, x1 = visible_box(self.viewer, image)
+                s = model.step
+                y0, x0 = y0 - y0 % s, x0 - x0 % s  # keep cells on the whole-image grid
+                if min(y1 - y0, x1 - x0) < model.tile_size:
+                    raise ValueError("the region in view is smaller than a tile; zoom out")
+                data, origin = data[y0:y1, x0:x1], (y0, x0)
+            if p.out is not None and Path(p.out).exists():
+                raise ValueError(f"{p.out} already exists; choose a new file name for the map")
+        except ValueError as err:
+            _notify.error(f"Prediction: {err}")
+            return None
+        scale, translate = yx_transform(image)
+        self._placement = (scale, tuple(t + s * o for t, s, o in zip(translate, scale, origin)))
+        self._name = f"{image.name} map" + (" (view)" if p.region == "in view" else "")
+        self._contours = p.contours
+        self.layers, self._pending, self._busy, self._last_draw = [], 0, False, 0.0
+        self.worker = _predict_job(model, data, p)
+        self.worker.yielded.connect(self._on_block)
+        self.worker.returned.connect(self._on_done)
+        self.worker.errored.connect(lambda err: _notify.error(f"Prediction failed: {err}"))
+        self.worker.aborted.connect(self._on_aborted)
+        self.worker.finished.connect(self._on_finished)
+        self.predict.enabled, self.stop.enabled = False, True
+        self.status.value = "Predicting…"
+        self.worker.start()
+        return self.worker
+
+    def request_stop(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_block(self, event) -> None:
+        self._pending += 1
+        now = time.monotonic()
+        if self._busy or (self.layers and now - self._last_draw < REDRAW_SECONDS and event.done < event.total):
+            return  # progress bars process Qt events: never redraw re-entrantly, and at most a few times a second
+        self._busy, self._last_draw = True, now
+        try:
+            self._draw(event)
+        finally:
+            self._busy = False
+
+    def _draw(self, event) -> None:
+        if not self.layers:
+            self._bar = progress(total=event.total, desc="tilemap: predicting")
+            self._pending += event.done - 1
+            for data, kwargs, kind in map_layer_data(event.map, *self._placement, name=self._name):
+                kwargs = {k: v for k, v in kwargs.items() if k != "multiscale"}
+                if kwargs["name"] in self.viewer.layers:
+                    self.viewer.layers.remove(kwargs["name"])
+                layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+                if kind == "labels" and self._contours:
+                    layer.contour = 1
+                self.layers.append(layer)
+        else:
+            for layer in self.layers:
+                layer.refresh()
+        self._bar.update(self._pending)
+        self._pending = 0
+        self.status.value = f"block {event.done}/{event.total}"
+
+    def _on_done(self, cmap) -> None:
+        self.session.map = cmap
+        for layer in self.layers:
+            layer.refresh()
+        self.status.value = f"Map of {cmap.shape[0]}x{cmap.shape[1]} cells (step {cmap.step})"
+
+    def _on_aborted(self) -> None:
+        for layer in self.layers:
+            layer.name = f"{layer.name} (stopped)"
+        self.status.value = "Stopped; the partial map is marked '(stopped)'."
+
+    def _on_finished(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.predict.enabled, self.stop.enabled = True, False
+        self.worker = None

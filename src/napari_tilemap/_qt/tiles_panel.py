@@ -1,0 +1,136 @@
+"""Tiles: cut training tiles from image/labels pairs and preview them as rectangles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, SpinBox
+from napari.layers import Image, Labels
+
+from .._layerdata import table_from_metadata
+from .._tiles import extract_tiles
+from . import _notify
+from ._layers import check_2d, full_resolution, yx_transform
+
+IMBALANCE = 5.0
+
+
+@dataclass(frozen=True)
+class TileParams:
+    """Frozen snapshot of the tile controls (what :func:`extract_tiles` receives)."""
+
+    tile_size: int
+    background: str
+    background_sampling: str
+    seed: int
+
+
+class TilesPanel(Container):
+    """Extract tiles by blob analysis from one or more image/labels pairs."""
+
+    def __init__(self, viewer, session, classes_panel) -> None:
+        self.viewer, self.session, self.classes_panel = viewer, session, classes_panel
+        self.image = ComboBox(label="image", choices=self._images, nullable=True)
+        self.labels_layer = ComboBox(label="labels", choices=self._labels, nullable=True)
+        self.add_pair = PushButton(text="Add pair")
+        self.clear_pairs = PushButton(text="Clear pairs")
+        self.pairs_label = Label(value="pairs: the one above")
+        self.tile_size = SpinBox(label="tile size", value=64, min=18, max=1024, step=2)
+        self.background = ComboBox(label="background", choices=["unpainted", "none"], value="unpainted")
+        self.sampling = ComboBox(label="background tiles", choices=["random", "grid"], value="random")
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.preview = CheckBox(label="show tiles", value=True)
+        self.extract = PushButton(text="Extract tiles")
+        self.counts = Label(value="")
+        super().__init__(widgets=[self.image, self.labels_layer, self.add_pair, self.clear_pairs, self.pairs_label,
+                                  self.tile_size, self.background, self.sampling, self.seed, self.preview,
+                                  self.extract, self.counts])
+        self.pairs: list[tuple[Image, Labels]] = []
+        self.add_pair.clicked.connect(self._add_pair)
+        self.clear_pairs.clicked.connect(self._clear_pairs)
+        self.extract.clicked.connect(self.run)
+
+    def _images(self, _=None):
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _labels(self, _=None):
+        return [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
+
+    def params(self) -> TileParams:
+        return TileParams(int(self.tile_size.value), self.background.value, self.sampling.value, int(self.seed.value))
+
+    def _add_pair(self) -> None:
+        if self.image.value is None or self.labels_layer.value is None:
+            _notify.error("Choose an image and its labels layer first.")
+            return
+        self.pairs.append((self.image.value, self.labels_layer.value))
+        self.pairs_label.value = "pairs: " + "; ".join(f"{i.name} / {lb.name}" for i, lb in self.pairs)
+
+    def _clear_pairs(self) -> None:
+        self.pairs = []
+        self.pairs_label.value = "pairs: the one above"
+
+    def run(self):
+        """Extract tiles with the current controls; shows a notification instead of raising."""
+        pairs = self.pairs or [(self.image.value, self.labels_layer.value)]
+        if any(i is None or lb is None for i, lb in pairs):
+            _notify.error("Choose an image layer and the labels layer painted on it.")
+            return None
+        p = self.params()
+        try:
+            for image, labels in pairs:
+                check_2d(image)
+            images = [np.asarray(full_resolution(i)) for i, _ in pairs]
+            labels = [np.asarray(lb.data) for _, lb in pairs]
+            table = self._table(pairs, labels, p.background)
+            tiles = extract_tiles(images, labels, p.tile_size, background=p.background,
+                                  background_sampling=p.background_sampling, class_table=table, seed=p.seed)
+        except ValueError as err:
+            _notify.error(f"Tiles: {err}")
+            return None
+        self.session.tiles = tiles
+        self.session.class_table = tiles.class_table
+        counts = tiles.counts()
+        self.counts.value = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        present = [v for v in counts.values() if v > 0]
+        if max(present) > IMBALANCE * min(present):
+            _notify.warning(
+                f"Classes are imbalanced ({self.counts.value}); training balances them, but painting more of "
+                "the rare classes helps."
+            )
+        if self.preview.value:
+            self._show(tiles, pairs)
+        return tiles
+
+    def _table(self, pairs, labels, background):
+        table = table_from_metadata(pairs[0][1].metadata)
+        if table is None:
+            edited = self.classes_panel.class_table()
+            painted = set().union(*(np.unique(lb).tolist() for lb in labels)) - {0}
+            table = edited if painted <= set(edited.values) else None
+        if table is not None and not table.has_background and background == "unpainted":
+            return None
+        if table is not None and background == "none":
+            from .._classes import ClassTable
+
+            keep = [k for k, v in enumerate(table.values) if v != 0]
+            table = ClassTable(tuple(table.names[k] for k in keep), tuple(table.colors[k] for k in keep),
+                               tuple(table.values[k] for k in keep))
+        return table
+
+    def _show(self, tiles, pairs) -> None:
+        """A Shapes layer of tile outlines coloured by class, in world coordinates of each image."""
+        t = tiles.tile_size
+        rects, colors = [], []
+        for (y, x), k, i in zip(tiles.origins, tiles.classes, tiles.image_index):
+            scale, translate = yx_transform(pairs[i][0])
+            corners = np.array([[y, x], [y + t, x + t]], float) - 0.5
+            rects.append(corners * scale + translate)
+            colors.append(tiles.class_table.colors[k] if tiles.class_table.values[k] else (1, 1, 1, 1))
+        name = "tiles"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.viewer.add_shapes(rects, shape_type="rectangle", edge_color=colors, face_color="transparent",
+                               edge_width=max(1.0, t / 32), name=name, opacity=0.8,
+                               features={"class": [tiles.class_table.names[k] for k in tiles.classes]})

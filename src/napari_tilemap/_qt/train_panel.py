@@ -1,0 +1,135 @@
+"""Train: run training in a napari worker thread with a live plot, Stop, fine-tuning and model files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.qt.threading import thread_worker
+
+from .._networks import PRESETS, architecture
+from .._training import EpochReport, TrainConfig, TrainingRun
+from . import _notify
+from .plot import TrainingPlot
+
+
+@thread_worker
+def _train_job(run: TrainingRun):
+    """Worker body: yields the run's events; its return value is the trained model."""
+    yield from run
+    return run
+
+
+class TrainPanel(Container):
+    """Preset, epochs, device and seed; Train / Stop; save and load model files."""
+
+    def __init__(self, viewer, session) -> None:
+        self.viewer, self.session = viewer, session
+        self.preset = ComboBox(label="preset", choices=sorted(PRESETS), value="medium")
+        self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.fine_tune = CheckBox(label="fine-tune the current model", value=False)
+        self.train = PushButton(text="Train")
+        self.stop = PushButton(text="Stop", enabled=False)
+        self.status = Label(value="No model yet.")
+        self.plot = TrainingPlot()
+        self.model_path = FileEdit(label="model file", mode="w", filter="*.tilemap")
+        self.save = PushButton(text="Save model")
+        self.load = PushButton(text="Load model")
+        super().__init__(widgets=[self.preset, self.epochs, self.device, self.seed, self.fine_tune, self.train,
+                                  self.stop, self.status, self.plot, self.model_path, self.save, self.load])
+        self.worker = None
+        self.run: TrainingRun | None = None
+        self.train.clicked.connect(self.start)
+        self.stop.clicked.connect(self.request_stop)
+        self.save.clicked.connect(self.save_model)
+        self.load.clicked.connect(self.load_model)
+
+    def config(self) -> TrainConfig:
+        """Frozen snapshot of the controls, handed to the worker."""
+        return TrainConfig(preset=self.preset.value, epochs=int(self.epochs.value), device=self.device.value,
+                           seed=int(self.seed.value))
+
+    def start(self):
+        """Start training on the extracted tiles in a worker thread."""
+        tiles = self.session.tiles
+        if tiles is None:
+            _notify.error("Extract tiles first (Tiles tab).")
+            return None
+        init = self.session.model if self.fine_tune.value else None
+        if self.fine_tune.value and init is None:
+            _notify.error("Fine-tuning needs a model: train or load one first.")
+            return None
+        cfg = self.config()
+        try:
+            if init is None:
+                architecture(cfg.preset, tiles.tile_size, tiles.in_channels, len(tiles.class_table))
+            self.run = TrainingRun(tiles, cfg, init_model=init)
+        except ValueError as err:
+            _notify.error(f"Training: {err}")
+            return None
+        self.plot.clear()
+        self.worker = _train_job(self.run)
+        self.worker.yielded.connect(self._on_event)
+        self.worker.returned.connect(self._on_done)
+        self.worker.errored.connect(lambda err: _notify.error(f"Training failed: {err}"))
+        self.worker.finished.connect(self._on_finished)
+        self.train.enabled, self.stop.enabled = False, True
+        self.status.value = "Training…"
+        self.worker.start()
+        return self.worker
+
+    def request_stop(self) -> None:
+        """Stop after the current batch; the best model so far is kept."""
+        if self.run is not None:
+            self.run.stop()
+            self.status.value = "Stopping after this batch…"
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, EpochReport):
+            self.plot.add(event)
+            self.status.value = (f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f}, "
+                                 f"val loss {event.val_loss:.3f}, val accuracy {event.val_accuracy:.3f}")
+        else:
+            self.status.value = f"epoch {event.epoch}: batch {event.batch}/{event.batches}, loss {event.loss:.3f}"
+
+    def _on_done(self, run: TrainingRun) -> None:
+        if not run.history and self.session.model is not None:
+            _notify.warning("Training stopped before the first epoch ended; the previous model is kept.")
+            return
+        self.session.model = run.model
+        final = run.model.record.get("final") or {}
+        acc = final.get("val_accuracy")
+        stopped = " (stopped)" if run.stopped else ""
+        self.status.value = (f"Model ready{stopped}: {len(run.history)} epochs"
+                             + (f", validation accuracy {acc:.3f}" if acc is not None else ""))
+
+    def _on_finished(self) -> None:
+        self.train.enabled, self.stop.enabled = True, False
+        self.worker, self.run = None, None  # drop references so GPU memory can go
+
+    def save_model(self) -> None:
+        if self.session.model is None:
+            _notify.error("No model to save: train or load one first.")
+            return
+        path = Path(str(self.model_path.value))
+        if path.suffix != ".tilemap":
+            path = path.with_suffix(".tilemap")
+        try:
+            self.session.model.save(path)
+        except OSError as err:
+            _notify.error(f"Cannot save the model: {err}")
+            return
+        self.status.value = f"Saved {path}"
+
+    def load_model(self) -> None:
+        from .._modelfile import load_model
+
+        try:
+            self.session.model = load_model(self.model_path.value)
+        except ValueError as err:
+            _notify.error(str(err))
+            return
+        self.session.class_table = self.session.model.class_table
+        self.status.value = f"Loaded {self.model_path.value}: {', '.join(self.session.model.class_table.names)}"
