@@ -159,3 +159,17 @@ def _events(gen):
             yield next(gen)
         except StopIteration:
             return
+
+
+def test_the_cli_runs_blocks_on_a_scheduler_address(random_model, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from napari_tilemap.cli import main
+
+    model = random_model("small", 32, 1)
+    model.save(tmp_path / "m.tilemap")
+    image = np.random.default_rng(9).integers(0, 255, (120, 140)).astype(np.uint8)
+    np.save(tmp_path / "img.npy", image)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as c:
+        assert main(["predict", str(tmp_path / "m.tilemap"), str(tmp_path / "img.npy"), "-o", str(tmp_path / "c.zarr"),
+                     "--chunk", "64", "--device", "cpu", "--scheduler", c.scheduler_address]) == 0
+    assert_same_map(open_map(tmp_path / "c.zarr"), predict(model, image, device="cpu"))

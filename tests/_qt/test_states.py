@@ -146,3 +146,28 @@ def test_demo_view_opens_the_result_in_napari(make_napari_viewer, monkeypatch, m
     monkeypatch.setattr(napari, "run", lambda *a, **k: None)
     _view(small_sample, predict(model, small_sample.image, device="cpu"))
     assert [layer.name for layer in viewer.layers][:3] == ["surface", "painted defects", "map classes"]
+
+
+def test_class_names_and_colours_are_edited_in_the_widget_and_carried_by_the_layer(dock, small_sample, notifications):
+    viewer, w = dock
+    image = viewer.add_image(small_sample.image, name="surface")
+    w.classes.add_class.clicked()
+    w.classes.table.data[2, 0] = "stain"
+    w.classes.table.data[0, 1] = "yellow"
+    w.classes.image.value = image
+    layer = w.classes.create_labels_layer()
+    assert list(layer.features["class"]) == ["background", "pit", "scratch", "stain"]
+    assert np.ravel(layer.colormap.map(1)).tolist() == [1.0, 1.0, 0.0, 1.0]
+    # adopting an existing layer gives it the table too; extraction uses the layer's names
+    other = viewer.add_labels(small_sample.labels.copy(), name="other")
+    w.classes.labels_layer.value = other
+    w.classes.adopt.clicked()
+    assert list(other.features["class"]) == ["background", "pit", "scratch", "stain"]
+    w.tiles.image.value, w.tiles.labels_layer.value = image, other
+    w.tiles.add_pair.clicked()
+    w.tiles.add_pair.clicked()
+    w.tiles.tile_size.value = 32
+    tiles = w.tiles.run()
+    assert set(tiles.image_index) == {0, 1}
+    assert tiles.counts()["stain"] == 0 and tiles.class_table.names[1] == "pit"
+    assert not notifications["error"], notifications
