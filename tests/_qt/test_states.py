@@ -118,8 +118,9 @@ def test_predict_on_multiscale_dask_layers_and_only_the_region_in_view(dock, qtb
     assert layer.data.shape == (160, 160) and layer.contour == 1
     assert tuple(layer.scale) == (8.0, 8.0) and tuple(layer.translate) == (5.0 + 3.0, 7.0 + 3.0)
 
-    viewer.camera.center = (0, 5 + 2 * 300, 7 + 2 * 300)
-    viewer.camera.zoom = 4
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.center = (0, 5 + 2 * 300, 7 + 2 * 300)
+    camera.zoom = 4
     qtbot.wait(50)
     w.prediction.region.value = "in view"
     w.prediction.predict.clicked()

@@ -38,12 +38,13 @@ def visible_box(viewer, layer) -> tuple[int, int, int, int]:
     viewer has no canvas.
     """
     h, w = plane_shape(layer)
-    try:
-        size = np.asarray(viewer.window._qt_viewer.canvas.size[::-1], float)  # (height, width) in screen px
-    except AttributeError:
+    canvas = getattr(viewer, "canvas", None)
+    if canvas is None:  # napari < 0.9 keeps no canvas model
         return 0, h, 0, w
-    center = np.asarray(viewer.camera.center[-2:], float)
-    half = size / float(viewer.camera.zoom) / 2
+    size = np.asarray(canvas.size, float)  # (height, width) in screen pixels
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    center = np.asarray(camera.center[-2:], float)
+    half = size / float(camera.zoom) / 2
     corners = [layer.world_to_data(np.r_[center + d * half])[-2:] for d in ((-1, -1), (1, 1))]
     lo, hi = np.minimum(*corners), np.maximum(*corners)
     y0, x0 = np.floor(lo).astype(int)
