@@ -100,12 +100,11 @@ class PredictPanel(Container):
         self._placement = (scale, tuple(t + s * o for t, s, o in zip(translate, scale, origin)))
         self._name = f"{image.name} map" + (" (view)" if p.region == "in view" else "")
         self._contours = p.contours
-        self.layers, self._pending, self._busy, self._last_draw = [], 0, False, 0.0
+        self.layers, self._pending, self._busy, self._last_draw, self._result = [], 0, False, 0.0, None
         self.worker = _predict_job(model, data, p)
         self.worker.yielded.connect(self._on_block)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(lambda err: _notify.error(f"Prediction failed: {err}"))
-        self.worker.aborted.connect(self._on_aborted)
         self.worker.finished.connect(self._on_finished)
         self.predict.enabled, self.stop.enabled = False, True
         self.status.value = "Predicting…"
@@ -142,22 +141,22 @@ class PredictPanel(Container):
         else:
             for layer in self.layers:
                 layer.refresh()
-        self._bar.update(self._pending)
-        self._pending = 0
         self.status.value = f"block {event.done}/{event.total}"
+        pending, self._pending = self._pending, 0
+        self._bar.update(pending)  # last: napari's progress processes Qt events, which may finish the run
 
     def _on_done(self, cmap) -> None:
+        self._result = cmap
         self.session.map = cmap
         for layer in self.layers:
             layer.refresh()
         self.status.value = f"Map of {cmap.shape[0]}x{cmap.shape[1]} cells (step {cmap.step})"
 
-    def _on_aborted(self) -> None:
-        for layer in self.layers:
-            layer.name = f"{layer.name} (stopped)"
-        self.status.value = "Stopped; the partial map is marked '(stopped)'."
-
     def _on_finished(self) -> None:
+        if self._result is None and self.layers:  # stopped (or failed) before the last block
+            for layer in self.layers:
+                layer.name = f"{layer.name} (stopped)"
+            self.status.value = "Stopped; the partial map is marked '(stopped)'."
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.qt.threading import thread_worker
+from napari.utils import progress
 
 from .._networks import PRESETS, architecture
 from .._training import EpochReport, TrainConfig, TrainingRun
@@ -41,6 +42,7 @@ class TrainPanel(Container):
                                   self.stop, self.status, self.plot, self.model_path, self.save, self.load])
         self.worker = None
         self.run: TrainingRun | None = None
+        self._bar = None
         self.train.clicked.connect(self.start)
         self.stop.clicked.connect(self.request_stop)
         self.save.clicked.connect(self.save_model)
@@ -77,6 +79,7 @@ class TrainPanel(Container):
         self.worker.finished.connect(self._on_finished)
         self.train.enabled, self.stop.enabled = False, True
         self.status.value = "Training…"
+        self._bar = progress(total=cfg.epochs, desc="tilemap: training")
         self.worker.start()
         return self.worker
 
@@ -91,6 +94,8 @@ class TrainPanel(Container):
             self.plot.add(event)
             self.status.value = (f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f}, "
                                  f"val loss {event.val_loss:.3f}, val accuracy {event.val_accuracy:.3f}")
+            if self._bar is not None:
+                self._bar.update(1)  # last: napari's progress processes Qt events
         else:
             self.status.value = f"epoch {event.epoch}: batch {event.batch}/{event.batches}, loss {event.loss:.3f}"
 
@@ -106,6 +111,9 @@ class TrainPanel(Container):
                              + (f", validation accuracy {acc:.3f}" if acc is not None else ""))
 
     def _on_finished(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         self.train.enabled, self.stop.enabled = True, False
         self.worker, self.run = None, None  # drop references so GPU memory can go
 
