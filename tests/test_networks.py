@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from napari_tilemap import TilemapInputError
-from napari_tilemap._networks import PRESETS, architecture, build_network, flops_per_output
+from napari_tilemap._networks import (
+    PRESETS,
+    architecture,
+    build_network,
+    flops_per_output,
+)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

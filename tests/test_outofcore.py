@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_tilemap import Cancelled, MapStoreError, TilemapInputError, iter_predict, open_map, predict
+from napari_tilemap import (
+    Cancelled,
+    MapStoreError,
+    TilemapInputError,
+    iter_predict,
+    open_map,
+    predict,
+)
 from napari_tilemap._mapstore import pyramid_levels
 
 from .test_sources import formats

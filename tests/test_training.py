@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from napari_tilemap import BatchProgress, EpochReport, TilemapInputError, TrainingRun, extract_tiles, predict, train
+from napari_tilemap import (
+    BatchProgress,
+    EpochReport,
+    TilemapInputError,
+    TrainingRun,
+    extract_tiles,
+    predict,
+    train,
+)
 from napari_tilemap._split import grouped_split, overlap_groups
 from napari_tilemap._training import _random_dihedral
 

@@ -19,13 +19,27 @@ from pathlib import Path
 
 import numpy as np
 
-from ._blockrun import Block, BlockPlan, block_grid, network_for, remote_run_blocks, run_blocks
+from ._blockrun import (
+    Block,
+    BlockPlan,
+    block_grid,
+    network_for,
+    remote_run_blocks,
+    run_blocks,
+)
 from ._errors import MapStoreError, TilemapInputError
 from ._mapstore import (
-    ClassificationMap, create_store, is_map_store, open_map, read_attrs, remove_store, store_attrs, update_attrs,
+    ClassificationMap,
+    create_store,
+    is_map_store,
+    open_map,
+    read_attrs,
+    remove_store,
+    store_attrs,
+    update_attrs,
 )
 from ._model import TileClassifier
-from ._progress import CancelToken, Cancelled, is_cancelled
+from ._progress import Cancelled, CancelToken, is_cancelled
 from ._sources import ImageSource, open_image
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from magicgui.widgets import ComboBox
 from napari.layers import Image
 
 
@@ -53,3 +54,9 @@ def visible_box(viewer, layer) -> tuple[int, int, int, int]:
     if y1 - y0 < 2 or x1 - x0 < 2:
         return 0, h, 0, w
     return y0, y1, x0, x1
+
+
+def layer_combo(viewer, kind, label: str):
+    """A magicgui ComboBox listing the viewer's layers of type ``kind`` (refreshed by reset_choices)."""
+    return ComboBox(label=label, choices=lambda _=None: [x for x in viewer.layers if isinstance(x, kind)],
+                    nullable=True)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
+from magicgui.widgets import Container, Label, PushButton, Table
 from napari.layers import Image, Labels
 from napari.utils.colormaps.standardize_color import transform_color
 
 from .._classes import ClassTable, default_color
 from .._layerdata import labels_kwargs, table_from_metadata
 from . import _notify
-from ._layers import plane_shape, yx_transform
+from ._layers import layer_combo, plane_shape, yx_transform
 
 
 def _hex(rgba) -> str:
@@ -22,12 +22,12 @@ class ClassesPanel(Container):
 
     def __init__(self, viewer, session) -> None:
         self.viewer, self.session = viewer, session
-        self.image = ComboBox(label="image", choices=self._images, nullable=True)
+        self.image = layer_combo(viewer, Image, "image")
         self.table = Table(value={"name": ["pit", "scratch"], "color": [_hex(default_color(1)), _hex(default_color(2))]})
         self.add_class = PushButton(text="Add class")
         self.remove_class = PushButton(text="Remove last class")
         self.create = PushButton(text="Create labels layer for image")
-        self.labels_layer = ComboBox(label="labels", choices=self._labels, nullable=True)
+        self.labels_layer = layer_combo(viewer, Labels, "labels")
         self.adopt = PushButton(text="Use these classes on labels layer")
         self.status = Label(value="Class 0 is background: never paint it.")
         super().__init__(widgets=[self.image, self.table, self.add_class, self.remove_class, self.create,
@@ -36,12 +36,6 @@ class ClassesPanel(Container):
         self.remove_class.clicked.connect(self._remove_class)
         self.create.clicked.connect(self.create_labels_layer)
         self.adopt.clicked.connect(self.adopt_labels_layer)
-
-    def _images(self, _=None):
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
-
-    def _labels(self, _=None):
-        return [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
 
     def class_table(self) -> ClassTable:
         """The table as edited: painted values 1..K with their names and colours, plus background."""

@@ -6,7 +6,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    PushButton,
+    SpinBox,
+)
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress
@@ -14,8 +22,7 @@ from napari.utils import progress
 from .._layerdata import map_layer_data
 from .._predict import iter_predict
 from . import _notify
-from ._layers import check_2d, full_resolution, visible_box, yx_transform
-
+from ._layers import check_2d, full_resolution, layer_combo, visible_box, yx_transform
 
 REDRAW_SECONDS = 0.25
 
@@ -42,7 +49,7 @@ class PredictPanel(Container):
 
     def __init__(self, viewer, session) -> None:
         self.viewer, self.session = viewer, session
-        self.image = ComboBox(label="image", choices=self._images, nullable=True)
+        self.image = layer_combo(viewer, Image, "image")
         self.region = ComboBox(label="region", choices=["whole image", "in view"], value="whole image")
         self.block_size = SpinBox(label="block size", value=1024, min=64, max=16384, step=64)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
@@ -58,9 +65,6 @@ class PredictPanel(Container):
         self._bar = None
         self.predict.clicked.connect(self.start)
         self.stop.clicked.connect(self.request_stop)
-
-    def _images(self, _=None):
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
     def params(self) -> PredictParams:
         out = str(self.out.value) if str(self.out.value) not in ("", ".") else None

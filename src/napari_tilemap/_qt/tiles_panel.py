@@ -11,7 +11,7 @@ from napari.layers import Image, Labels
 from .._layerdata import table_from_metadata
 from .._tiles import extract_tiles
 from . import _notify
-from ._layers import check_2d, full_resolution, yx_transform
+from ._layers import check_2d, full_resolution, layer_combo, yx_transform
 
 IMBALANCE = 5.0
 
@@ -31,8 +31,8 @@ class TilesPanel(Container):
 
     def __init__(self, viewer, session, classes_panel) -> None:
         self.viewer, self.session, self.classes_panel = viewer, session, classes_panel
-        self.image = ComboBox(label="image", choices=self._images, nullable=True)
-        self.labels_layer = ComboBox(label="labels", choices=self._labels, nullable=True)
+        self.image = layer_combo(viewer, Image, "image")
+        self.labels_layer = layer_combo(viewer, Labels, "labels")
         self.add_pair = PushButton(text="Add pair")
         self.clear_pairs = PushButton(text="Clear pairs")
         self.pairs_label = Label(value="pairs: the one above")
@@ -50,12 +50,6 @@ class TilesPanel(Container):
         self.add_pair.clicked.connect(self._add_pair)
         self.clear_pairs.clicked.connect(self._clear_pairs)
         self.extract.clicked.connect(self.run)
-
-    def _images(self, _=None):
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
-
-    def _labels(self, _=None):
-        return [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
 
     def params(self) -> TileParams:
         return TileParams(int(self.tile_size.value), self.background.value, self.sampling.value, int(self.seed.value))
