@@ -180,3 +180,23 @@ def test_the_cli_runs_blocks_on_a_scheduler_address(random_model, tmp_path):
         assert main(["predict", str(tmp_path / "m.tilemap"), str(tmp_path / "img.npy"), "-o", str(tmp_path / "c.zarr"),
                      "--chunk", "64", "--device", "cpu", "--scheduler", c.scheduler_address]) == 0
     assert_same_map(open_map(tmp_path / "c.zarr"), predict(model, image, device="cpu"))
+
+
+def test_blocks_stacked_into_one_forward_pass_give_the_same_map(random_model):
+    """The GPU path batches equal blocks per pass; the result must not depend on it."""
+    from napari_tilemap._blockrun import BlockPlan, block_grid, run_blocks
+    from napari_tilemap._sources import open_image
+
+    model = random_model("small", 32, 1)
+    image = np.random.default_rng(10).integers(0, 255, (160, 160)).astype(np.uint8)
+    geometry = model.geometry(image.shape)
+    plan = BlockPlan(geometry, 10, model.class_table.values, "float32", None, "cpu")
+    blocks = block_grid(geometry.map_shape, 10)
+    assert len(blocks) == 16
+    net = (model.inference_network("cpu"), __import__("torch").device("cpu"))
+    out = (np.zeros((3, 40, 40), np.float32), np.zeros((40, 40), np.uint8))
+    for i in range(0, 16, 8):
+        run_blocks(blocks[i : i + 8], open_image(image), plan, net, out)
+    reference = predict(model, image, device="cpu")
+    np.testing.assert_allclose(out[0], reference.scores, atol=1e-4)
+    np.testing.assert_array_equal(out[1], reference.classes)
