@@ -200,3 +200,19 @@ def test_blocks_stacked_into_one_forward_pass_give_the_same_map(random_model):
     reference = predict(model, image, device="cpu")
     np.testing.assert_allclose(out[0], reference.scores, atol=1e-4)
     np.testing.assert_array_equal(out[1], reference.classes)
+
+
+def test_an_interrupted_overwrite_resumes_too(random_model, tmp_path):
+    a, b = random_model("small", 32, 1, seed=1), random_model("small", 32, 1, seed=2)
+    image = np.random.default_rng(12).integers(0, 255, (200, 180)).astype(np.uint8)
+    out = tmp_path / "m.zarr"
+    first = np.asarray(predict(a, image, out=out, device="cpu").scores)
+    seen = []
+    with pytest.raises(Cancelled):
+        predict(b, image, out=out, device="cpu", overwrite=True, block_size=40, callback=seen.append,
+                cancel=lambda: len(seen) == 7)
+    np.testing.assert_array_equal(np.asarray(open_map(out).scores), first)
+    events = list(_events(iter_predict(b, image, out, block_size=40, device="cpu", overwrite=True)))
+    assert 0 < len(events) <= seen[0].total - 7
+    assert_same_map(open_map(out), predict(b, image, device="cpu"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.zarr"]

@@ -265,8 +265,6 @@ def _run_distributed(tasks, source: ImageSource, plan: BlockPlan, payload: bytes
 
 def _prepare_store(path: Path, geometry, model, cells, scores_dtype, run, overwrite, blocks) -> tuple[Path, Path, list[Block]]:
     """Where to write, where the result ends up, and which blocks remain to be computed."""
-    import zarr
-
     expected = store_attrs(geometry, model.class_table, complete=False, run=run)
     if path.exists():
         if not is_map_store(path):
@@ -275,12 +273,11 @@ def _prepare_store(path: Path, geometry, model, cells, scores_dtype, run, overwr
                 "choose another output path"
             )
         attrs = read_attrs(path)
-        same = all(attrs.get(k) == v for k, v in expected.items() if k not in ("complete", "pyramid_levels"))
+        same = _same_run(attrs, expected)
         if same and not overwrite:
             if attrs.get("complete"):
                 return path, path, []
-            done = np.asarray(zarr.open_group(str(path), mode="r")["done"])
-            return path, path, [b for b in blocks if not done[b[0][0] // cells, b[1][0] // cells]]
+            return path, path, _remaining(path, blocks, cells)
         if not overwrite:
             raise MapStoreError(
                 f"{str(path)!r} holds a different map (another model, image size or block size); "
@@ -288,11 +285,24 @@ def _prepare_store(path: Path, geometry, model, cells, scores_dtype, run, overwr
             )
         work = path.with_name(f".{path.name}.partial")
         if work.exists():
+            if is_map_store(work) and _same_run(read_attrs(work), expected):
+                return work, path, _remaining(work, blocks, cells)  # an interrupted overwrite: resume it
             remove_store(work)
     else:
         work = path
     create_store(work, geometry, model.class_table, chunk=cells, scores_dtype=scores_dtype, run=run)
     return work, path, list(blocks)
+
+
+def _same_run(attrs: dict, expected: dict) -> bool:
+    return all(attrs.get(k) == v for k, v in expected.items() if k not in ("complete", "pyramid_levels"))
+
+
+def _remaining(store: Path, blocks: list[Block], cells: int) -> list[Block]:
+    import zarr
+
+    done = np.asarray(zarr.open_group(str(store), mode="r")["done"])
+    return [b for b in blocks if not done[b[0][0] // cells, b[1][0] // cells]]
 
 
 def _finish_store(work: Path, final: Path, pyramid: bool) -> None:

@@ -40,6 +40,8 @@ class ImageSource:
             raise TilemapInputError(f"{self.name} has dtype {self.dtype}; pass a numeric image")
         if min(self.shape) == 0:
             raise TilemapInputError(f"{self.name} is empty (shape {tuple(arr.shape)})")
+        if isinstance(self.spec, str):
+            self._window((0, 1), (0, 1))  # decode one tile now: a missing codec fails here, not mid-run
 
     @property
     def name(self) -> str:
@@ -67,7 +69,7 @@ class ImageSource:
         TilemapInputError
             If the window holds NaN or infinite values.
         """
-        win = np.asarray(self.array[rows[0] : rows[1], cols[0] : cols[1]])
+        win = self._window(rows, cols)
         win = win.reshape(win.shape[0], win.shape[1], self.channels).astype(np.float32, copy=False)
         if self.dtype.kind == "f" and not np.isfinite(win).all():
             raise TilemapInputError(
@@ -75,6 +77,19 @@ class ImageSource:
                 "replace them first (e.g. np.nan_to_num)"
             )
         return win
+
+    def _window(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        try:
+            return _materialise(self.array[rows[0] : rows[1], cols[0] : cols[1]])
+        except (TilemapInputError, MemoryError):
+            raise
+        except Exception as err:  # codecs, truncated files, vanished network mounts
+            codec = isinstance(err, (ImportError, KeyError)) or "codec" in str(err).lower()
+            hint = ("; its compression needs a codec: install the 'imagecodecs' package (pip install imagecodecs)"
+                    if codec else "; check that the file is complete and readable")
+            raise TilemapInputError(
+                f"cannot read rows {rows}, columns {cols} of {self.name}: {type(err).__name__}: {err}{hint}"
+            ) from err
 
     def __getitem__(self, key) -> np.ndarray:
         rows, cols = key
@@ -97,7 +112,7 @@ def _open(spec):
     if not isinstance(spec, str):
         if not hasattr(spec, "shape") or not hasattr(spec, "__getitem__"):
             spec = np.asarray(spec)
-        return spec
+        return _yxc(spec, "image")
     path = Path(spec)
     if not path.exists():
         raise TilemapInputError(f"{spec} does not exist")
@@ -109,12 +124,18 @@ def _open(spec):
             import tifffile
             import zarr
 
-            return zarr.open(tifffile.imread(path, aszarr=True, level=0), mode="r")
+            # tifffile names the axes (YXS contiguous RGB, SYX planar, CYX OME-TIFF, QYX stacks)
+            return _yxc(zarr.open(tifffile.imread(path, aszarr=True, level=0), mode="r"), repr(spec))
         if suffix in IMAGE_SUFFIXES:
             from skimage.io import imread
 
             return imread(path)
         if path.is_dir():
+            if not any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup")):
+                raise TilemapInputError(
+                    f"{spec} is a directory but not a zarr store; point to a zarr array, an OME-Zarr image "
+                    "or an image file"
+                )
             return _open_zarr(path)
     except TilemapInputError:
         raise
@@ -130,9 +151,14 @@ def _open_zarr(path: Path):
 
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
-        return node
+        axes = _ome_axes_of_level(path)
+        return _yxc(node, repr(str(path))) if axes is None else _to_yxc(node, axes, path)
     attrs = dict(node.attrs)
     ome = attrs.get("ome", attrs)
+    if not ome.get("multiscales") and ome.get("bioformats2raw.layout") and "0" in node:
+        node = node["0"]  # bioformats2raw / NGFF "transitional" layout: the first image lives in 0/
+        attrs = dict(node.attrs)
+        ome = attrs.get("ome", attrs)
     multiscales = ome.get("multiscales")
     if not multiscales:
         arrays = sorted(name for name, _ in node.arrays())
@@ -143,26 +169,84 @@ def _open_zarr(path: Path):
     ms = multiscales[0]
     level0 = node[ms["datasets"][0]["path"]]
     axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
-    return _to_yxc(level0, [a.lower() for a in axes], path)
-
-
-def _to_yxc(arr, axes: list[str], path: Path):
-    """Index an OME array down to (Y, X[, C]): singleton t/z dropped, channels moved last."""
+    if not axes and level0.ndim == 5:
+        axes = ["t", "c", "z", "y", "x"]  # OME-NGFF 0.1-0.3 fixed the order to TCZYX
     if not axes:
-        return arr
-    if "y" not in axes or "x" not in axes:
+        return _yxc(level0, repr(str(path)))
+    if "y" not in [a.lower() for a in axes] or "x" not in [a.lower() for a in axes]:
         raise TilemapInputError(f"{path}: OME axes {axes} have no y and x")
+    return _to_yxc(level0, axes, path)
+
+
+def _ome_axes_of_level(path: Path) -> list[str] | None:
+    """The OME axes of ``path`` when it is one resolution level inside an OME-Zarr image group."""
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(str(path.parent), mode="r").attrs)
+    except Exception:  # no group above: a plain zarr array
+        return None
+    for ms in attrs.get("ome", attrs).get("multiscales") or []:
+        if any(d.get("path") == path.name for d in ms.get("datasets", [])):
+            axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
+            return axes or None
+    return None
+
+
+_CHANNEL_NAMES = {"c", "s", "ch", "channel", "channels", "band", "bands"}
+
+
+def _dimension_names(arr) -> list[str] | None:
+    """Axis names a zarr array carries (v3 ``dimension_names``, v2 / tifffile ``_ARRAY_DIMENSIONS``)."""
+    names = getattr(getattr(arr, "metadata", None), "dimension_names", None)
+    if names is None:
+        try:
+            names = dict(arr.attrs).get("_ARRAY_DIMENSIONS")
+        except Exception:  # arrays without zarr-like attrs
+            names = None
+    if not names or len(names) != len(arr.shape) or not all(isinstance(n, str) for n in names):
+        return None
+    lower = [n.lower() for n in names]
+    return list(names) if "y" in lower and "x" in lower else None
+
+
+def _yxc(arr, name: str):
+    """``arr`` viewed lazily as (Y, X[, C]) when its axes say how, else as it is (checked later).
+
+    Named axes (zarr dimension names, TIFF axes) put channels last and drop singleton
+    others; unnamed arrays lose leading singleton axes, as in (1, 1, Y, X, C).
+    """
+    names = _dimension_names(arr)
+    if names is not None:
+        return _to_yxc(arr, names, name)
+    shape = tuple(arr.shape)
+    lead = 0
+    while len(shape) - lead > 2 and shape[lead] == 1 and (len(shape) - lead > 3 or shape[-1] > MAX_CHANNELS):
+        lead += 1
+    if not lead or len(shape) - lead > 3:
+        return arr
+    rest = ["y", "x", "c"][: len(shape) - lead]
+    return _to_yxc(arr, [f"_{i}" for i in range(lead)] + rest, name)
+
+
+def _to_yxc(arr, names: list[str], where):
+    """Index an array with named axes down to (Y, X[, C]): singleton others dropped, channels moved last."""
+    axes = ["c" if n.lower() in _CHANNEL_NAMES else n.lower() for n in names]
+    if axes.count("c") > 1:
+        raise TilemapInputError(f"{where}: axes {list(names)} name more than one channel axis")
     key = []
-    for name, n in zip(axes, arr.shape):
-        if name in ("y", "x", "c"):
+    for name, axis, n in zip(names, axes, arr.shape):
+        if axis in ("y", "x", "c"):
             key.append(slice(None))
         elif n == 1:
             key.append(0)
         else:
             raise TilemapInputError(
-                f"{path}: axis {name!r} has {n} planes; napari-tilemap classifies 2-D images — "
+                f"{where}: axis {name!r} has {n} planes; napari-tilemap classifies 2-D images — "
                 "export one plane first"
             )
+    if axes == ["y", "x"] or axes == ["y", "x", "c"]:
+        return arr
     return _AxisView(arr, axes, tuple(key))
 
 
@@ -182,7 +266,14 @@ class _AxisView:
         rows, cols = item
         window = {"y": rows, "x": cols}
         full = tuple(k if isinstance(k, int) else window.get(a, slice(None)) for a, k in zip(self.axes, self.key))
-        return np.transpose(np.asarray(self.arr[full]), self.perm)
+        return np.transpose(_materialise(self.arr[full]), self.perm)
+
+
+def _materialise(window) -> np.ndarray:
+    """A window as numpy; a dask window is computed in the calling thread (no nested thread pool)."""
+    if hasattr(window, "dask") and hasattr(window, "compute"):
+        window = window.compute(scheduler="sync")
+    return np.asarray(window)
 
 
 def _check_axes(shape: tuple, name: str) -> None:
