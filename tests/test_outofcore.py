@@ -110,7 +110,7 @@ def test_existing_results_are_never_destroyed_unless_asked(random_model, tmp_pat
     image = np.random.default_rng(5).integers(0, 255, (100, 120)).astype(np.uint8)
     out = tmp_path / "m.zarr"
     first = np.asarray(predict(a, image, out=out, device="cpu").scores)
-    with pytest.raises(MapStoreError, match="holds a different map"):
+    with pytest.raises(MapStoreError, match="holds a map of another model"):
         predict(b, image, out=out, device="cpu")
     np.testing.assert_array_equal(np.asarray(open_map(out).scores), first)
     # an overwrite that is cancelled leaves the old map in place ...

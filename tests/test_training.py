@@ -84,12 +84,13 @@ def test_cancel_between_batches_returns_a_complete_model(sample):
 
 def test_stop_from_another_thread_ends_training_run(sample):
     run = TrainingRun(_small_tiles(sample), preset="small", epochs=100, samples_per_epoch=64, device="cpu")
-    n = 0
-    for _ in run:
+    n, stopper = 0, None
+    for event in run:
         n += 1
-        if n == 3:
-            threading.Thread(target=run.stop).start()
-    assert run.stopped and run.model is not None and n < 10
+        if isinstance(event, EpochReport) and stopper is None:
+            stopper = threading.Thread(target=run.stop)
+            stopper.start()
+    assert run.stopped and run.model is not None and len(run.history) <= 2
 
 
 def test_fine_tuning_starts_from_the_given_model_and_checks_compatibility(sample):

@@ -25,6 +25,7 @@ _EXPORTS = {
     "TilemapInputError": "._errors",
     "ModelFileError": "._errors",
     "MapStoreError": "._errors",
+    "OutputBusyError": "._errors",
     "SurfaceSample": "._sample",
     "sample_surface": "._sample",
     "TileSet": "._tiles",
@@ -60,7 +61,12 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._classes import ClassTable
-    from ._errors import MapStoreError, ModelFileError, TilemapInputError
+    from ._errors import (
+        MapStoreError,
+        ModelFileError,
+        OutputBusyError,
+        TilemapInputError,
+    )
     from ._geometry import MapGeometry
     from ._mapstore import ClassificationMap, open_map
     from ._model import TileClassifier

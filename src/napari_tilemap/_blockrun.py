@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -78,6 +77,7 @@ def run_blocks(blocks: list[Block], source, plan: BlockPlan, net_and_device, arr
         (scores, classes), done = arrays, None
     values = np.asarray(plan.values, np.uint8)
     for (rows, cols), s in zip(blocks, results):
+        _check_scores(s, len(values), rows, cols)
         r, c = slice(*rows), slice(*cols)
         scores[:, r, c] = s.astype(plan.scores_dtype)
         classes[r, c] = values[s.argmax(0)]
@@ -91,5 +91,19 @@ def remote_run_blocks(blocks: list[Block], source, plan: BlockPlan, payload: byt
     return run_blocks(blocks, source, plan, network_for(payload, digest, plan.device))
 
 
-def store_path(path) -> str:
-    return str(Path(path).resolve())
+def _check_scores(scores: np.ndarray, classes: int, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+    """A block's scores must have its exact shape and be finite before anything is written:
+    zarr would broadcast a wrong shape silently, and NaN would become class 0."""
+    from ._errors import ModelFileError
+
+    expected = (classes, rows[1] - rows[0], cols[1] - cols[0])
+    if scores.shape != expected:
+        raise ModelFileError(
+            f"the model produced scores of shape {scores.shape} for a block of {expected}: its network does not "
+            "match its tile size and classes; retrain or re-save the model"
+        )
+    if not np.isfinite(scores).all():
+        raise ModelFileError(
+            f"the model produced NaN or infinite scores for map rows {rows}, columns {cols}; its weights or "
+            "normalisation are broken, or the image's values are far outside those it was trained on"
+        )

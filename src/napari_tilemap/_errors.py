@@ -1,7 +1,8 @@
 """Exception types raised for bad input.
 
-Both subclass :class:`ValueError`, so ``except ValueError`` keeps working for callers
-that do not care which part of the pipeline complained.
+Every one subclasses :class:`TilemapInputError`, itself a :class:`ValueError`, so
+``except TilemapInputError`` catches all of them and ``except ValueError`` keeps
+working for callers that do not care which part of the pipeline complained.
 """
 
 
@@ -9,9 +10,13 @@ class TilemapInputError(ValueError):
     """An image, a labels array or a parameter cannot be used as given."""
 
 
-class ModelFileError(ValueError):
-    """A file is not a valid ``.tilemap`` model (wrong format, truncated, or unsafe)."""
+class ModelFileError(TilemapInputError):
+    """A file is not a valid ``.tilemap`` model (wrong format, truncated, inconsistent or unsafe)."""
 
 
-class MapStoreError(ValueError):
+class MapStoreError(TilemapInputError):
     """A path cannot be used as a classification-map store, or holds an incompatible one."""
+
+
+class OutputBusyError(MapStoreError):
+    """Another run (process or thread) is writing the same output right now."""

@@ -87,6 +87,14 @@ def store_attrs(geometry: MapGeometry, class_table: ClassTable, complete: bool, 
     }
 
 
+def chunk_codecs() -> dict:
+    """Compression with a checksum for every chunk, so a damaged chunk fails to read instead
+    of coming back as wrong numbers."""
+    from zarr.codecs import ZstdCodec
+
+    return {"compressors": ZstdCodec(level=3, checksum=True)}
+
+
 def create_store(
     path,
     geometry: MapGeometry,
@@ -99,7 +107,9 @@ def create_store(
     """Create an empty map store at ``path`` (which must not exist), marked incomplete.
 
     Besides ``scores`` and ``classes`` it holds ``done``, one flag per work block, set
-    only after that block's chunks are written, so an interrupted run can resume.
+    only after that block's chunks are written, so an interrupted run can resume. The
+    group is written with its ``tilemap`` attribute in one step, so a store that exists
+    is always recognisable as a map store.
     """
     import zarr
 
@@ -107,24 +117,38 @@ def create_store(
         raise MapStoreError(f"scores_dtype must be 'float16' or 'float32', got {scores_dtype!r}")
     h, w = geometry.map_shape
     k = len(class_table)
-    group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+    attrs = {"tilemap": store_attrs(geometry, class_table, complete=False, run=run)}
+    group = zarr.create_group(str(path), zarr_format=3, attributes=attrs)
+    codecs = chunk_codecs()
     group.create_array(
         "scores", shape=(k, h, w), chunks=(k, min(chunk, h), min(chunk, w)), dtype=scores_dtype,
-        fill_value=0, dimension_names=("class", "y", "x"),
+        fill_value=0, dimension_names=("class", "y", "x"), **codecs,
     )
     group.create_array(
         "classes", shape=(h, w), chunks=(min(chunk, h), min(chunk, w)), dtype="uint8",
-        fill_value=0, dimension_names=("y", "x"),
+        fill_value=0, dimension_names=("y", "x"), **codecs,
     )
     blocks = (-(-h // chunk), -(-w // chunk))
-    group.create_array("done", shape=blocks, chunks=(1, 1), dtype="uint8", fill_value=0)
-    group.attrs["tilemap"] = store_attrs(geometry, class_table, complete=False, run=run)
+    group.create_array("done", shape=blocks, chunks=(1, 1), dtype="uint8", fill_value=0, **codecs)
     return group
 
 
 def remove_store(path) -> None:
-    """Delete a map store directory (callers check that it is one first)."""
-    shutil.rmtree(path)
+    """Delete a map store directory (callers check that it is one first).
+
+    The group's ``zarr.json`` goes last, so a removal that is interrupted leaves a
+    directory still recognisable as a map store (and removed by the next run).
+    """
+    path = Path(path)
+    for child in path.iterdir():
+        if child.name == "zarr.json":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    (path / "zarr.json").unlink(missing_ok=True)
+    path.rmdir()
 
 
 def is_map_store(path) -> bool:

@@ -10,6 +10,7 @@ prediction again resumes an interrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from ._blockrun import (
-    Block,
     BlockPlan,
     block_grid,
     network_for,
@@ -28,17 +28,10 @@ from ._blockrun import (
     run_blocks,
 )
 from ._errors import MapStoreError, TilemapInputError
-from ._mapstore import (
-    ClassificationMap,
-    create_store,
-    is_map_store,
-    open_map,
-    read_attrs,
-    remove_store,
-    store_attrs,
-    update_attrs,
-)
+from ._mapoutput import finish_output, prepare_output
+from ._mapstore import ClassificationMap, open_map
 from ._model import TileClassifier
+from ._outputlock import OutputLock
 from ._progress import Cancelled, CancelToken, is_cancelled
 from ._sources import ImageSource, open_image
 
@@ -83,46 +76,51 @@ def iter_predict(
 
     geometry = model.geometry(source.shape)
     cells = _block_cells(block_size, model.step)
-    blocks = block_grid(geometry.map_shape, cells)
-    payload = model_to_bytes(model)
-    digest = model_digest(payload)
-    run = {"model_sha256": digest, "block_cells": cells, "scores_dtype": str(np.dtype(scores_dtype))}
     distributed = client is not None or scheduler is not None
     if distributed and out is None:
         raise TilemapInputError("distributed prediction writes to a map store: pass out='map.zarr' on a shared disk")
     device_name = str(device) if distributed else str(resolve_device(device))
+    output = None if out is None else Path(out).absolute()  # absolute: workers elsewhere write the same store
+    if output is not None and not output.parent.is_dir():
+        raise MapStoreError(f"the folder of the output {str(out)!r} does not exist; create it first")
+    blocks = block_grid(geometry.map_shape, cells)
+    payload = model_to_bytes(model)
+    digest = model_digest(payload)
 
-    if out is None:
-        k = len(model.class_table)
-        arrays = (np.zeros((k, *geometry.map_shape), np.dtype(scores_dtype)), np.zeros(geometry.map_shape, np.uint8))
-        work, final, todo = None, None, blocks
-    else:
-        arrays = None
-        work, final, todo = _prepare_store(Path(out), geometry, model, cells, scores_dtype, run, overwrite, blocks)
-    plan = BlockPlan(geometry, cells, model.class_table.values, str(np.dtype(scores_dtype)),
-                     None if work is None else str(work), device_name)
-    per_task = gpu_batch if device_name.startswith("cuda") else 1
-    tasks = [todo[i : i + per_task] for i in range(0, len(todo), per_task)]
-    done = len(blocks) - len(todo)
-    if arrays is not None:
-        partial = ClassificationMap(arrays[0], arrays[1], geometry, model.class_table, complete=False)
-    else:
-        partial = open_map(work)
+    with contextlib.nullcontext() if output is None else OutputLock(output):
+        if output is None:
+            k = len(model.class_table)
+            arrays = (np.zeros((k, *geometry.map_shape), np.dtype(scores_dtype)),
+                      np.zeros(geometry.map_shape, np.uint8))
+            work, todo, run = None, blocks, None
+            partial = ClassificationMap(arrays[0], arrays[1], geometry, model.class_table, complete=False)
+        else:
+            arrays = None
+            run = {"model_sha256": digest, "image": source.fingerprint(), "block_cells": cells,
+                   "scores_dtype": str(np.dtype(scores_dtype))}
+            work, todo = prepare_output(output, geometry, model.class_table, cells=cells, scores_dtype=scores_dtype,
+                                        run=run, overwrite=overwrite, blocks=blocks)
+            partial = open_map(work)
+        plan = BlockPlan(geometry, cells, model.class_table.values, str(np.dtype(scores_dtype)),
+                         None if work is None else str(work), device_name)
+        per_task = gpu_batch if device_name.startswith("cuda") else 1
+        tasks = [todo[i : i + per_task] for i in range(0, len(todo), per_task)]
+        done = len(blocks) - len(todo)
 
-    if distributed:
-        finished = _run_distributed(tasks, source, plan, payload, digest, client, scheduler)
-    else:
-        finished = _run_local(tasks, source, plan, network_for(payload, digest, device_name), arrays, workers)
-    for task in finished:
-        for rows, cols in task:
-            done += 1
-            yield BlockDone(rows, cols, done, len(blocks), partial)
+        if distributed:
+            finished = _run_distributed(tasks, source, plan, payload, digest, client, scheduler)
+        else:
+            finished = _run_local(tasks, source, plan, network_for(payload, digest, device_name), arrays, workers)
+        for task in finished:
+            for rows, cols in task:
+                done += 1
+                yield BlockDone(rows, cols, done, len(blocks), partial)
 
-    if arrays is not None:
-        partial.complete = True
-        return partial
-    _finish_store(work, final, pyramid)
-    return open_map(final)
+        if arrays is not None:
+            partial.complete = True
+            return partial
+        finish_output(work, output, run, pyramid=pyramid)
+        return open_map(output)
 
 
 def predict(
@@ -261,68 +259,6 @@ def _run_distributed(tasks, source: ImageSource, plan: BlockPlan, payload: bytes
         client.cancel(futures)
         if own:
             client.close()
-
-
-def _prepare_store(path: Path, geometry, model, cells, scores_dtype, run, overwrite, blocks) -> tuple[Path, Path, list[Block]]:
-    """Where to write, where the result ends up, and which blocks remain to be computed."""
-    expected = store_attrs(geometry, model.class_table, complete=False, run=run)
-    if path.exists():
-        if not is_map_store(path):
-            raise MapStoreError(
-                f"{str(path)!r} exists and is not a napari-tilemap map store; refusing to replace it — "
-                "choose another output path"
-            )
-        attrs = read_attrs(path)
-        same = _same_run(attrs, expected)
-        if same and not overwrite:
-            if attrs.get("complete"):
-                return path, path, []
-            return path, path, _remaining(path, blocks, cells)
-        if not overwrite:
-            raise MapStoreError(
-                f"{str(path)!r} holds a different map (another model, image size or block size); "
-                "choose another output or pass overwrite=True (--overwrite) to replace it"
-            )
-        work = path.with_name(f".{path.name}.partial")
-        if work.exists():
-            if is_map_store(work) and _same_run(read_attrs(work), expected):
-                return work, path, _remaining(work, blocks, cells)  # an interrupted overwrite: resume it
-            remove_store(work)
-    else:
-        work = path
-    create_store(work, geometry, model.class_table, chunk=cells, scores_dtype=scores_dtype, run=run)
-    return work, path, list(blocks)
-
-
-def _same_run(attrs: dict, expected: dict) -> bool:
-    return all(attrs.get(k) == v for k, v in expected.items() if k not in ("complete", "pyramid_levels"))
-
-
-def _remaining(store: Path, blocks: list[Block], cells: int) -> list[Block]:
-    import zarr
-
-    done = np.asarray(zarr.open_group(str(store), mode="r")["done"])
-    return [b for b in blocks if not done[b[0][0] // cells, b[1][0] // cells]]
-
-
-def _finish_store(work: Path, final: Path, pyramid: bool) -> None:
-    import zarr
-
-    group = zarr.open_group(str(work), mode="r+")
-    if not group.attrs["tilemap"].get("complete"):
-        levels = _pyramid(group) if pyramid else 0
-        update_attrs(group, complete=True, pyramid_levels=levels)
-    if work != final:
-        old = final.with_name(f".{final.name}.old")
-        os.replace(final, old)
-        os.replace(work, final)
-        remove_store(old)
-
-
-def _pyramid(group) -> int:
-    from ._pyramid import build_pyramid
-
-    return build_pyramid(group)
 
 
 def _block_cells(block_size: int, step: int) -> int:

@@ -12,6 +12,9 @@ def build_pyramid(group, *, min_size: int = 256, chunk: int = 512) -> int:
     ``scores`` levels average each 2×2 group. Every level is computed from the one
     before it, one chunk at a time, so memory stays flat. Returns the number of levels.
     """
+    from ._mapstore import chunk_codecs
+
+    codecs = chunk_codecs()
     level, prev_classes, prev_scores = 0, group["classes"], group["scores"]
     while max(prev_classes.shape) > min_size:
         level += 1
@@ -19,11 +22,11 @@ def build_pyramid(group, *, min_size: int = 256, chunk: int = 512) -> int:
         k = prev_scores.shape[0]
         classes = group.create_array(
             f"classes_{level}", shape=(h, w), chunks=(min(chunk, h), min(chunk, w)), dtype="uint8",
-            fill_value=0, dimension_names=("y", "x"), overwrite=True,
+            fill_value=0, dimension_names=("y", "x"), overwrite=True, **codecs,
         )
         scores = group.create_array(
             f"scores_{level}", shape=(k, h, w), chunks=(k, min(chunk, h), min(chunk, w)), dtype=prev_scores.dtype,
-            fill_value=0, dimension_names=("class", "y", "x"), overwrite=True,
+            fill_value=0, dimension_names=("class", "y", "x"), overwrite=True, **codecs,
         )
         for r in range(0, h, chunk):
             for c in range(0, w, chunk):

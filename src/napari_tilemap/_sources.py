@@ -7,7 +7,7 @@ dask worker and reopened there.
 
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,12 @@ class ImageSource:
     """
 
     def __init__(self, spec) -> None:
-        self.spec = str(spec) if isinstance(spec, Path) else spec
+        if isinstance(spec, (str, Path)):
+            # absolute, so that dask workers started in other folders open the same file
+            self.label = str(spec)
+            self.spec = str(Path(spec).expanduser().absolute())
+        else:
+            self.label, self.spec = None, spec
         self._array = None
         arr = self.array
         self.shape: tuple[int, int] = (int(arr.shape[0]), int(arr.shape[1]))
@@ -45,7 +50,7 @@ class ImageSource:
 
     @property
     def name(self) -> str:
-        return repr(self.spec) if isinstance(self.spec, str) else "image"
+        return repr(self.label) if self.label is not None else "image"
 
     @property
     def array(self):
@@ -69,14 +74,52 @@ class ImageSource:
         TilemapInputError
             If the window holds NaN or infinite values.
         """
-        win = self._window(rows, cols)
-        win = win.reshape(win.shape[0], win.shape[1], self.channels).astype(np.float32, copy=False)
-        if self.dtype.kind == "f" and not np.isfinite(win).all():
+        raw = self._window(rows, cols)
+        raw = raw.reshape(raw.shape[0], raw.shape[1], self.channels)
+        if self.dtype.kind != "f":
+            return raw.astype(np.float32)
+        where = f"near rows {rows}, columns {cols}"
+        if not np.isfinite(raw).all():
             raise TilemapInputError(
-                f"{self.name} contains NaN or infinite values near rows {rows}, columns {cols}; "
-                "replace them first (e.g. np.nan_to_num)"
+                f"{self.name} contains NaN or infinite values {where}; replace them first (e.g. np.nan_to_num)"
+            )
+        with np.errstate(over="ignore"):
+            win = raw.astype(np.float32, copy=False)
+        if not np.isfinite(win).all():
+            raise TilemapInputError(
+                f"{self.name} has values beyond the float32 range (|value| up to {np.abs(raw).max():.3g}) {where}; "
+                "rescale it first (e.g. divide by its maximum)"
             )
         return win
+
+    def fingerprint(self) -> dict:
+        """What identifies this image in a map store's run record.
+
+        Shape, channels and dtype; for a file its absolute path, size and modification
+        time; and a SHA-256 of the pixels: all of them for an in-memory numpy array, a
+        grid of sampled windows for lazy sources (files, zarr, dask). A map is resumed
+        or reused only when the fingerprint of its image is the same.
+        """
+        record: dict = {"shape": list(self.shape), "channels": self.channels, "dtype": self.dtype.str}
+        if self.label is not None:
+            path = Path(self.spec)
+            record["path"] = str(path.resolve())
+            if path.is_file():
+                st = path.stat()
+                record["size"], record["mtime_ns"] = st.st_size, st.st_mtime_ns
+        digest = hashlib.sha256()
+        arr = self.array
+        whole = type(arr) is np.ndarray
+        if whole:
+            rows = max(1, (64 << 20) // max(1, arr[:1].nbytes))  # hash in pieces of about 64 MB
+            for r in range(0, self.shape[0], rows):
+                digest.update(np.ascontiguousarray(arr[r : r + rows]).data)
+        else:
+            for rows, cols in _sample_windows(self.shape):
+                digest.update(np.ascontiguousarray(self._window(rows, cols)).data)
+        record["pixels_sha256"] = digest.hexdigest()
+        record["pixels_hashed"] = "all" if whole else "sampled"
+        return record
 
     def _window(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         try:
@@ -108,6 +151,15 @@ def open_image(source) -> ImageSource:
     return source if isinstance(source, ImageSource) else ImageSource(source)
 
 
+def _sample_windows(shape: tuple[int, int], grid: int = 4, side: int = 64) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """A ``grid``×``grid`` lattice of windows of up to ``side`` pixels, corners included."""
+    spans = []
+    for n in shape:
+        starts = sorted({round(i * max(0, n - side) / (grid - 1)) for i in range(grid)})
+        spans.append([(a, min(n, a + side)) for a in starts])
+    return [(r, c) for r in spans[0] for c in spans[1]]
+
+
 def _open(spec):
     if not isinstance(spec, str):
         if not hasattr(spec, "shape") or not hasattr(spec, "__getitem__"):
@@ -129,7 +181,13 @@ def _open(spec):
         if suffix in IMAGE_SUFFIXES:
             from skimage.io import imread
 
-            return imread(path)
+            try:
+                return imread(path)
+            except Exception as err:  # imageio's own message suggests unrelated video plugins
+                first = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise TilemapInputError(
+                    f"cannot read {spec}: not a valid {suffix[1:].upper()} image or the file is damaged ({first})"
+                ) from None
         if path.is_dir():
             if not any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup")):
                 raise TilemapInputError(
@@ -140,7 +198,8 @@ def _open(spec):
     except TilemapInputError:
         raise
     except Exception as err:  # readers raise many types for corrupt files
-        raise TilemapInputError(f"cannot read {spec}: {type(err).__name__}: {err}") from None
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise TilemapInputError(f"cannot read {spec}: {type(err).__name__}: {first}") from None
     raise TilemapInputError(
         f"cannot read {spec}: unknown format; use TIFF, PNG/JPEG, .npy, zarr or OME-Zarr"
     )
@@ -285,7 +344,3 @@ def _check_axes(shape: tuple, name: str) -> None:
             f"{name} has shape {tuple(shape)}; expected (Y, X) or (Y, X, C) — select one plane of a stack first"
         )
 
-
-def describe(spec) -> str:
-    """A short JSON-able description of an image spec for the map store's run record."""
-    return json.dumps(spec if isinstance(spec, str) else f"<{type(spec).__name__} {tuple(spec.shape)}>")

@@ -17,7 +17,7 @@ from ._devices import release_memory, resolve_device
 from ._errors import TilemapInputError
 from ._model import TileClassifier, _Normalise
 from ._networks import architecture
-from ._progress import CancelToken, is_cancelled
+from ._progress import Cancelled, CancelToken, is_cancelled
 from ._split import grouped_split, overlap_groups
 
 
@@ -68,7 +68,8 @@ class TrainingRun:
 
     Iterating yields :class:`BatchProgress` after every batch and :class:`EpochReport`
     after every epoch. :meth:`stop` (from any thread) ends training after the current
-    batch; :attr:`model` then holds the best checkpoint so far, always a complete model.
+    batch; :attr:`model` then holds the best checkpoint so far, always a complete model, or
+    None when training stopped before its first epoch ended.
 
     Parameters
     ----------
@@ -190,6 +191,8 @@ class TrainingRun:
                 model.network.load_state_dict(best_state)
             model.network.to("cpu").eval()
             model.record = _record(cfg, tiles, train_idx, val_idx, self.history, self._stop, device, self.init_model)
+            if not self.history:  # stopped before any epoch was validated: half-trained weights are no model
+                self.model = None
             release_memory(device)
 
 
@@ -211,6 +214,7 @@ def train(
         Called with every :class:`BatchProgress` and :class:`EpochReport`.
     cancel : threading.Event or callable, optional
         Checked between batches; when set, training stops and the best model so far is returned.
+        Stopped before the first epoch ends, there is no model: :class:`Cancelled` is raised.
     init_model : TileClassifier, optional
         Fine-tune this model (same tile size, channels and classes).
     **kw
@@ -235,7 +239,8 @@ def train(
             callback(event)
         if is_cancelled(cancel):
             run.stop()
-    assert run.model is not None
+    if run.model is None:
+        raise Cancelled("training was stopped before its first epoch ended; no model was made")
     return run.model
 
 

@@ -1,20 +1,26 @@
 """The ``tilemap`` command line: ``demo``, ``train`` and ``predict``.
 
-Exit status 0 on success, 2 on bad input (one line on stderr), 130 when interrupted.
+Exit status 0 on success, 2 on bad input, 1 when the environment fails (disk full, a
+lost cluster), 130 when interrupted; every error is one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ._errors import MapStoreError, ModelFileError, TilemapInputError
+from ._errors import TilemapInputError
+from ._progress import Cancelled
 
 BAD_INPUT = 2
+ENVIRONMENT = 1
+INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,13 +29,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (TilemapInputError, ModelFileError, MapStoreError, ValueError, TypeError) as err:
-        print(f"tilemap {args.command}: error: {err}", file=sys.stderr)
-        return BAD_INPUT
+    except (TilemapInputError, ValueError, TypeError) as err:
+        return _fail(args.command, _one_line(err), BAD_INPUT)
     except KeyboardInterrupt:
         hint = "; run the same command again to resume" if args.command == "predict" else ""
         print(f"tilemap {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+    except Cancelled as err:
+        return _fail(args.command, _one_line(err), INTERRUPTED)
+    except Exception as err:  # disks, networks and clusters: one line, never a traceback
+        if os.environ.get("TILEMAP_DEBUG"):
+            raise
+        return _fail(args.command, _environment_message(err, args.command), ENVIRONMENT)
+
+
+def _fail(command: str, message: str, status: int) -> int:
+    print(f"tilemap {command}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _environment_message(err: Exception, command: str) -> str:
+    resume = "; run the same command again to resume" if command == "predict" else ""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return f"no space left on the disk ({err.filename or 'while writing'}): free some space{resume}"
+    if isinstance(err, MemoryError):
+        return f"out of memory{resume}; for predict, lower --chunk or --workers"
+    module = type(err).__module__.split(".")[0]
+    if module == "distributed" or (isinstance(err, OSError) and "connect" in str(err).lower()):
+        return f"the dask cluster failed ({type(err).__name__}: {_one_line(err)}){resume}"
+    if isinstance(err, OSError):
+        return f"{type(err).__name__}: {_one_line(err)}{resume}"
+    return (f"{type(err).__name__}: {_one_line(err)}{resume} "
+            "(unexpected: set TILEMAP_DEBUG=1 to see the traceback, and please report it)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +130,10 @@ def _train_with_bar(tiles, **kw):
                             val_acc=f"{event.val_accuracy:.3f}")
     if bar is not None:
         bar.close()
+    if run.model is None:
+        from ._progress import Cancelled
+
+        raise Cancelled("training stopped before its first epoch ended; no model was written")
     return run.model
 
 
@@ -181,6 +221,8 @@ def _train(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise TilemapInputError(f"{out} already exists; choose another output or pass --overwrite")
+    if not out.absolute().parent.is_dir():
+        raise TilemapInputError(f"the folder of the output {str(out)!r} does not exist; create it first")
     images = [_read_array(p) for p in args.pairs[0::2]]
     labels = [_read_array(p) for p in args.pairs[1::2]]
     tiles = extract_tiles(images, labels, tile_size=args.tile_size, background=args.background, seed=args.seed)

@@ -108,8 +108,10 @@ class TrainPanel(Container):
             self.status.value = f"epoch {event.epoch}: batch {event.batch}/{event.batches}, loss {event.loss:.3f}"
 
     def _on_done(self, run: TrainingRun) -> None:
-        if not run.history and self.session.model is not None:
-            _notify.warning("Training stopped before the first epoch ended; the previous model is kept.")
+        if run.model is None:
+            kept = "the previous model is kept" if self.session.model is not None else "no model was made"
+            _notify.warning(f"Training stopped before the first epoch ended; {kept}.")
+            self.status.value = f"Stopped before the first epoch ended; {kept}."
             return
         self.session.model = run.model
         final = run.model.record.get("final") or {}
