@@ -52,7 +52,7 @@ def network_for(payload: bytes, digest: str, device: str):
 
             dev = resolve_device(device)
             _NETS.clear()  # one model at a time per process keeps worker memory flat
-            _NETS[key] = (model_from_bytes(payload).inference_network(dev), dev)
+            _NETS[key] = (model_from_bytes(payload, name="the model").inference_network(dev), dev)
         return _NETS[key]
 
 

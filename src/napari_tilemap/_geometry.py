@@ -1,4 +1,4 @@
-"""Map geometry: how cells of a classification map sit on the image (DESIGN.md)."""
+"""Map geometry: how cells of a classification map sit on the image (docs/design.md)."""
 
 from __future__ import annotations
 

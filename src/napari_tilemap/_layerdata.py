@@ -50,7 +50,7 @@ def map_layer_data(
     """Layer-data tuples for a map: its best classes (Labels) and one score image per class.
 
     The layers are aligned with an image layer of ``image_scale`` and ``image_translate``
-    (DESIGN.md: scale = image_scale·S, translate = image_translate + image_scale·offset).
+    (docs/design.md: scale = image_scale·S, translate = image_translate + image_scale·offset).
     Maps in a store with a pyramid come as multiscale layers backed by the store.
 
     Parameters

@@ -1,4 +1,4 @@
-"""Classification maps and their zarr v3 store (DESIGN.md "Map store")."""
+"""Classification maps and their zarr v3 store (docs/design.md, "Map store")."""
 
 from __future__ import annotations
 

@@ -16,6 +16,9 @@ from torch import nn
 
 from ._errors import TilemapInputError
 
+MAX_TILE_SIZE = 1024
+"""The largest tile side in pixels: bounds the head kernel, so a model's size and memory."""
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -97,7 +100,8 @@ def architecture(preset: str, tile_size: int, in_channels: int, num_classes: int
     Raises
     ------
     TilemapInputError
-        For an unknown preset, an odd tile size, or one below the preset's minimum.
+        For an unknown preset, an odd tile size, or one below the preset's minimum or
+        above :data:`MAX_TILE_SIZE`.
 
     Examples
     --------
@@ -118,6 +122,11 @@ def architecture(preset: str, tile_size: int, in_channels: int, num_classes: int
         raise TilemapInputError(
             f"tile_size {tile_size} is below the {preset!r} preset's minimum of {p.min_tile_size}; "
             "use a larger tile or a smaller preset"
+        )
+    if tile_size > MAX_TILE_SIZE:
+        raise TilemapInputError(
+            f"tile_size {tile_size} is above the maximum of {MAX_TILE_SIZE}; "
+            "use a smaller tile, or downsample the image"
         )
     base = _tile_size(p, stem=1, head=0)  # T = base + (stem - 1) + S * head
     rest = tile_size - base

@@ -150,7 +150,7 @@ def predict(
         or zarr array, or a path to TIFF/BigTIFF, PNG/JPEG, ``.npy``, zarr or OME-Zarr.
         Only the windows each block needs are read.
     out : str or Path, optional
-        Write the map to this zarr store (DESIGN.md layout) and return it backed by the
+        Write the map to this zarr store (docs/design.md layout) and return it backed by the
         store. Running again with the same arguments resumes an interrupted store.
     block_size : int
         Side of a work block in image pixels, rounded down to a multiple of the step.
