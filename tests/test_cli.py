@@ -38,7 +38,13 @@ def test_train_then_predict_from_files(tmp_path, painted_files, capsys):
     args = ["train", str(image), str(labels), "-o", str(model_path), "--tile-size", "24", "--preset", "small",
             "--epochs", "1", "--device", "cpu", "--seed", "3"]
     assert main(args) == 0
-    assert load_model(model_path).record["seed"] == 3
+    model = load_model(model_path)
+    assert model.record["seed"] == 3
+    printed = capsys.readouterr().out
+    assert "validation confusion matrix (tiles):" in printed
+    table = printed.split("validation confusion matrix (tiles):\n")[1].splitlines()[1 : 1 + len(model.class_table)]
+    counts = [[int(v) for v in row.split()[-len(model.class_table):]] for row in table]
+    assert counts == model.record["final"]["confusion"]
     assert main(["predict", str(model_path), str(image), "-o", str(map_path), "--device", "cpu"]) == 0
     cmap = open_map(map_path)
     assert cmap.complete and cmap.shape == (128, 128)

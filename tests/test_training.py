@@ -137,3 +137,17 @@ def test_single_class_tiles_are_refused(sample):
     only = tiles.subset(np.flatnonzero(tiles.classes == 1))
     with pytest.raises(TilemapInputError, match="at least two classes"):
         train(only, epochs=1)
+
+
+def test_the_record_keeps_the_validation_confusion_matrix_of_the_kept_epoch(trained):
+    tiles, model, events = trained
+    final = model.record["final"]
+    confusion = np.array(final["confusion"])
+    names = list(model.class_table.names)
+    assert confusion.shape == (len(names), len(names))
+    np.testing.assert_array_equal(confusion.sum(1), [model.record["tiles"]["val"][n] for n in names])
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(final["val_accuracy"])
+    for i, n in enumerate(names):
+        assert confusion[i, i] / confusion[i].sum() == pytest.approx(final["per_class_recall"][n])
+    kept = next(e for e in events if isinstance(e, EpochReport) and e.epoch == final["epoch"])
+    np.testing.assert_array_equal(kept.confusion, confusion)

@@ -44,6 +44,8 @@ class EpochReport:
     lr: float
     best: bool
     seconds: float
+    confusion: tuple[tuple[int, ...], ...] = ()
+    """Validation confusion matrix: row = true class, column = predicted class (tile counts)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ class TrainingRun:
                     total += value * len(sel)
                     yield BatchProgress(epoch, b + 1, batches, value)
                 train_loss = total / n_samples
-                val_loss, acc, recall = _evaluate(net, x_centre[val_idx], y_all[val_idx], device, amp, k)
+                val_loss, acc, recall, confusion = _evaluate(net, x_centre[val_idx], y_all[val_idx], device, amp, k)
                 score = val_loss if len(val_idx) else train_loss
                 best = score < best_loss
                 if best:
@@ -181,6 +183,7 @@ class TrainingRun:
                     epoch, cfg.epochs, train_loss, val_loss, acc,
                     {tiles.class_table.names[c]: r for c, r in enumerate(recall)},
                     float(sched.get_last_lr()[0]), best, time.perf_counter() - t0,
+                    tuple(tuple(int(v) for v in row) for row in confusion),
                 )
                 self.history.append(report)
                 yield report
@@ -277,9 +280,10 @@ def _random_dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def _evaluate(net, x, y, device, amp, k: int) -> tuple[float, float, list[float]]:
+def _evaluate(net, x, y, device, amp, k: int) -> tuple[float, float, list[float], np.ndarray]:
+    """Validation loss, accuracy, recall per class and the confusion matrix (true × predicted)."""
     if len(x) == 0:
-        return math.nan, math.nan, [math.nan] * k
+        return math.nan, math.nan, [math.nan] * k, np.zeros((k, k), np.int64)
     net.eval()
     logits = []
     with torch.inference_mode(), amp:
@@ -291,7 +295,8 @@ def _evaluate(net, x, y, device, amp, k: int) -> tuple[float, float, list[float]
     recall = [
         float((pred[y == c] == c).float().mean()) if bool((y == c).any()) else math.nan for c in range(k)
     ]
-    return loss, float((pred == y).float().mean()), recall
+    confusion = np.bincount(y.numpy() * k + pred.numpy(), minlength=k * k).reshape(k, k)
+    return loss, float((pred == y).float().mean()), recall, confusion
 
 
 def _check_config(cfg: TrainConfig) -> None:
@@ -351,6 +356,7 @@ def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model
             "epoch": best.epoch, "train_loss": best.train_loss, "val_loss": _json_float(best.val_loss),
             "val_accuracy": _json_float(best.val_accuracy),
             "per_class_recall": {n: _json_float(v) for n, v in best.per_class_recall.items()},
+            "confusion": [list(row) for row in best.confusion],
         },
         "last_epoch": None if last is None else last.epoch,
     }

@@ -162,7 +162,20 @@ def _metrics_line(model) -> str:
     )
     acc = final.get("val_accuracy")
     acc_text = f"{acc:.3f}" if acc is not None else "n/a"
-    return f"validation accuracy {acc_text} (epoch {final.get('epoch')}); recall per class: {recall}"
+    lines = [f"validation accuracy {acc_text} (epoch {final.get('epoch')}); recall per class: {recall}"]
+    if final.get("confusion"):
+        lines.append(confusion_table(final["confusion"], model.class_table.names))
+    return "\n".join(lines)
+
+
+def confusion_table(confusion, names) -> str:
+    """A confusion matrix (rows: true class, columns: predicted) as aligned text."""
+    names = [str(n) for n in names]
+    width = max(len(n) for n in names + ["true \\ predicted"]) + 1
+    cell = max(max(len(str(v)) for row in confusion for v in row), *(len(n) for n in names)) + 2
+    head = "true \\ predicted".ljust(width) + "".join(n.rjust(cell) for n in names)
+    rows = [n.ljust(width) + "".join(str(v).rjust(cell) for v in row) for n, row in zip(names, confusion)]
+    return "validation confusion matrix (tiles):\n" + "\n".join([head, *rows])
 
 
 def _demo(args) -> int:

@@ -45,6 +45,9 @@ def test_paint_extract_train_predict_finds_a_defect_at_its_world_position(dock, 
     assert len(ticks) > 20, "the Qt event loop stalled while training ran"
     assert w.session.model is not None and len(w.training.plot.history) >= 1
     assert not notifications["error"], notifications
+    # the Train tab shows the validation confusion matrix of the epoch the model keeps
+    np.testing.assert_array_equal(w.training.plot.confusion, w.session.model.record["final"]["confusion"])
+    assert w.training.plot.class_names == ("background", "pit", "scratch")
 
     w.prediction.image.value = image
     w.prediction.device.value = "cpu"

@@ -79,7 +79,7 @@ class TrainPanel(Container):
         except ValueError as err:
             _notify.error(f"Training: {err}")
             return None
-        self.plot.clear()
+        self.plot.clear(tiles.class_table.names)
         self.worker = _train_job(self.run)
         self.worker.yielded.connect(self._on_event)
         self.worker.returned.connect(self._on_done)
