@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from napari_tilemap import ClassTable, predict
-from napari_tilemap._model import TileClassifier
-from napari_tilemap._networks import architecture
+from napari_tilemap.learn._model import TileClassifier
+from napari_tilemap.learn._networks import architecture
 
 
 def per_patch(model: TileClassifier, image: np.ndarray, batch: int) -> np.ndarray:

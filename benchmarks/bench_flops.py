@@ -50,8 +50,8 @@ def copy_gbs() -> float:
 
 def make_model(preset: str, tile: int, channels: int):
     from napari_tilemap import ClassTable
-    from napari_tilemap._model import TileClassifier
-    from napari_tilemap._networks import architecture
+    from napari_tilemap.learn._model import TileClassifier
+    from napari_tilemap.learn._networks import architecture
 
     torch.manual_seed(0)
     arch = architecture(preset, tile, channels, 3)
@@ -86,9 +86,9 @@ def io_times(model, block: int, repeats: int) -> tuple[float, float]:
     """Seconds to read one block window from a zarr image and to write its map chunks."""
     import zarr
 
-    from napari_tilemap._dense import read_window, window_indices
-    from napari_tilemap._mapstore import create_store
-    from napari_tilemap._sources import open_image
+    from napari_tilemap.io._sources import open_image
+    from napari_tilemap.maps._dense import read_window, window_indices
+    from napari_tilemap.maps._mapstore import create_store
 
     side = 2 * block + model.tile_size
     rng = np.random.default_rng(0)
@@ -124,8 +124,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
 
-    from napari_tilemap._dense import dense_scores
-    from napari_tilemap._networks import flops_per_output
+    from napari_tilemap.learn._networks import flops_per_output
+    from napari_tilemap.maps._dense import dense_scores
 
     model = make_model(a.preset, a.tile, a.channels)
     cells = a.block // model.step

@@ -45,8 +45,8 @@ def child(image: str, out: str, preset: str, tile: int, block: int, threads: int
     import torch
 
     from napari_tilemap import ClassTable, predict
-    from napari_tilemap._model import TileClassifier
-    from napari_tilemap._networks import architecture, flops_per_output
+    from napari_tilemap.learn._model import TileClassifier
+    from napari_tilemap.learn._networks import architecture, flops_per_output
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -12,8 +12,8 @@ torch.set_num_threads(int(os.environ.get("TILEMAP_TEST_THREADS", "2")))
 def random_model():
     """A factory of untrained models with randomised BatchNorm statistics (eval mode)."""
     from napari_tilemap._classes import ClassTable
-    from napari_tilemap._model import TileClassifier
-    from napari_tilemap._networks import architecture
+    from napari_tilemap.learn._model import TileClassifier
+    from napari_tilemap.learn._networks import architecture
 
     def make(preset="small", tile_size=32, channels=1, classes=3, seed=0):
         torch.manual_seed(seed)

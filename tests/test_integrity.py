@@ -25,9 +25,9 @@ from napari_tilemap import (
     open_map,
     predict,
 )
-from napari_tilemap._mapoutput import old_path, work_path
-from napari_tilemap._outputlock import OutputLock, lock_path
 from napari_tilemap.cli import main
+from napari_tilemap.maps._mapoutput import old_path, work_path
+from napari_tilemap.maps._outputlock import OutputLock, lock_path
 
 
 def read_store(path):
@@ -88,7 +88,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_output(two_models,
 
 def test_a_killed_holder_releases_its_lock(tmp_path):
     out = tmp_path / "m.zarr"
-    code = ("import sys, time; from pathlib import Path; from napari_tilemap._outputlock import OutputLock; "
+    code = ("import sys, time; from pathlib import Path; from napari_tilemap.maps._outputlock import OutputLock; "
             f"OutputLock(Path({str(out)!r})).acquire(); print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -175,13 +175,13 @@ def test_two_processes_on_one_output_never_leave_a_mixed_map(two_models, tmp_pat
 
 
 def _digest(model):
-    from napari_tilemap._modelfile import model_digest, model_to_bytes
+    from napari_tilemap.learn._modelfile import model_digest, model_to_bytes
 
     return model_digest(model_to_bytes(model))
 
 
 def test_a_store_is_marked_complete_only_with_every_block(two_models, tmp_path):
-    from napari_tilemap._mapoutput import finish_output
+    from napari_tilemap.maps._mapoutput import finish_output
 
     a, _ = two_models
     out = tmp_path / "m.zarr"
@@ -253,7 +253,7 @@ def test_an_interrupted_run_is_not_resumed_on_another_image(two_models, tmp_path
 def test_lazy_sources_are_fingerprinted_by_sampled_windows(tmp_path):
     import dask.array as da
 
-    from napari_tilemap._sources import open_image
+    from napari_tilemap.io._sources import open_image
 
     image = image_of(9, (300, 260))
     changed = image.copy()
@@ -294,7 +294,7 @@ class _KillOnRename:
 @pytest.mark.parametrize("point", ["create: before the rename", "swap: before the first rename",
                                    "swap: between the renames", "swap: removing the old map"])
 def test_an_interrupted_creation_or_swap_recovers_on_the_next_run(two_models, tmp_path, monkeypatch, point):
-    import napari_tilemap._mapoutput as mapoutput
+    import napari_tilemap.maps._mapoutput as mapoutput
 
     a, b = two_models
     image = image_of(10)
@@ -379,7 +379,7 @@ def test_damaged_chunks_fail_to_read_instead_of_returning_wrong_numbers(two_mode
 
 @pytest.mark.parametrize("fault", ["shape", "nan"])
 def test_a_block_with_wrong_shape_or_nan_scores_is_never_written(two_models, tmp_path, monkeypatch, fault):
-    import napari_tilemap._blockrun as blockrun
+    import napari_tilemap.maps._blockrun as blockrun
 
     a, _ = two_models
     real = blockrun.dense_scores
@@ -493,7 +493,7 @@ def test_stopping_training_before_the_first_epoch_gives_no_model(sample):
 
 
 def test_input_messages_say_what_is_wrong(tmp_path):
-    from napari_tilemap._sources import open_image
+    from napari_tilemap.io._sources import open_image
 
     with pytest.raises(TilemapInputError, match="beyond the float32 range"):
         open_image(np.full((40, 40), 1e300)).read((0, 10), (0, 10))

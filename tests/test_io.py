@@ -13,7 +13,7 @@ import tifffile
 import zarr
 
 from napari_tilemap import TilemapInputError, predict
-from napari_tilemap._sources import open_image
+from napari_tilemap.io._sources import open_image
 
 RNG = np.random.default_rng(11)
 RGB = RNG.integers(0, 255, (71, 93, 3)).astype(np.uint8)

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from napari_tilemap import ModelFileError, load_model, predict
 from napari_tilemap._classes import ClassTable
-from napari_tilemap._modelfile import model_from_bytes, model_to_bytes
-from napari_tilemap._networks import architecture
+from napari_tilemap.learn._modelfile import model_from_bytes, model_to_bytes
+from napari_tilemap.learn._networks import architecture
 
 
 def test_save_then_load_gives_identical_predictions(random_model, tmp_path):

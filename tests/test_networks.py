@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from napari_tilemap import TilemapInputError
-from napari_tilemap._networks import (
+from napari_tilemap.learn._networks import (
     PRESETS,
     architecture,
     build_network,

@@ -14,7 +14,7 @@ from napari_tilemap import (
     open_map,
     predict,
 )
-from napari_tilemap._mapstore import pyramid_levels
+from napari_tilemap.maps._mapstore import pyramid_levels
 
 from .test_sources import formats
 
@@ -84,7 +84,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(random_model, tm
 
 
 def test_a_crash_midway_leaves_a_resumable_store(random_model, tmp_path, monkeypatch):
-    import napari_tilemap._blockrun as blockrun
+    import napari_tilemap.maps._blockrun as blockrun
 
     model = random_model("small", 32, 1)
     image = np.random.default_rng(4).integers(0, 255, (200, 200)).astype(np.uint8)
@@ -96,10 +96,10 @@ def test_a_crash_midway_leaves_a_resumable_store(random_model, tmp_path, monkeyp
             raise MemoryError("simulated crash")
         return real(*args, **kw)
 
-    monkeypatch.setattr("napari_tilemap._predict.run_blocks", flaky)
+    monkeypatch.setattr("napari_tilemap.maps._predict.run_blocks", flaky)
     with pytest.raises(MemoryError):
         predict(model, image, out=tmp_path / "m.zarr", block_size=40, device="cpu")
-    monkeypatch.setattr("napari_tilemap._predict.run_blocks", real)
+    monkeypatch.setattr("napari_tilemap.maps._predict.run_blocks", real)
     assert not open_map(tmp_path / "m.zarr").complete
     resumed = predict(model, image, out=tmp_path / "m.zarr", block_size=40, device="cpu")
     assert_same_map(resumed, predict(model, image, device="cpu"))
@@ -153,7 +153,7 @@ def test_a_local_cluster_gives_the_threaded_map(random_model, tmp_path):
         cmap = predict(model, tmp_path / "img.npy", out=tmp_path / "cluster.zarr", block_size=48, device="cpu",
                        client=client, callback=events.append)
         assert len(events) == events[-1].total == 16
-        workers_used = client.run(lambda: __import__("napari_tilemap._blockrun", fromlist=["_NETS"])._NETS.__len__())
+        workers_used = client.run(lambda: __import__("napari_tilemap.maps._blockrun", fromlist=["_NETS"])._NETS.__len__())
     assert sorted(workers_used.values()) == [1, 1]  # each worker built the network once
     assert_same_map(cmap, threaded)
     with pytest.raises(TilemapInputError, match="pass out="):
@@ -184,8 +184,8 @@ def test_the_cli_runs_blocks_on_a_scheduler_address(random_model, tmp_path):
 
 def test_blocks_stacked_into_one_forward_pass_give_the_same_map(random_model):
     """The GPU path batches equal blocks per pass; the result must not depend on it."""
-    from napari_tilemap._blockrun import BlockPlan, block_grid, run_blocks
-    from napari_tilemap._sources import open_image
+    from napari_tilemap.io._sources import open_image
+    from napari_tilemap.maps._blockrun import BlockPlan, block_grid, run_blocks
 
     model = random_model("small", 32, 1)
     image = np.random.default_rng(10).integers(0, 255, (160, 160)).astype(np.uint8)

@@ -1,7 +1,7 @@
 import numpy as np
 
 from napari_tilemap import sample_surface
-from napari_tilemap._sample import make_sample_data
+from napari_tilemap.io._sample import make_sample_data
 
 
 def test_sample_is_deterministic_per_seed():

@@ -8,7 +8,7 @@ import tifffile
 import zarr
 
 from napari_tilemap import TilemapInputError
-from napari_tilemap._sources import open_image
+from napari_tilemap.io._sources import open_image
 
 RNG = np.random.default_rng(7)
 GRAY = RNG.integers(0, 65535, (83, 67)).astype(np.uint16)

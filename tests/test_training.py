@@ -13,8 +13,8 @@ from napari_tilemap import (
     predict,
     train,
 )
-from napari_tilemap._split import grouped_split, overlap_groups
-from napari_tilemap._training import _random_dihedral
+from napari_tilemap.learn._split import grouped_split, overlap_groups
+from napari_tilemap.learn._training import _random_dihedral
 
 
 def test_training_from_scratch_reaches_90_percent_validation_accuracy(trained):

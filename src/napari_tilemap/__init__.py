@@ -26,21 +26,21 @@ _EXPORTS = {
     "ModelFileError": "._errors",
     "MapStoreError": "._errors",
     "OutputBusyError": "._errors",
-    "SurfaceSample": "._sample",
-    "sample_surface": "._sample",
-    "TileSet": "._tiles",
-    "extract_tiles": "._tiles",
-    "PRESETS": "._networks",
-    "TileClassifier": "._model",
-    "load_model": "._modelfile",
-    "TrainingRun": "._training",
-    "EpochReport": "._training",
-    "BatchProgress": "._training",
-    "train": "._training",
-    "ClassificationMap": "._mapstore",
-    "open_map": "._mapstore",
-    "predict": "._predict",
-    "iter_predict": "._predict",
+    "SurfaceSample": ".io._sample",
+    "sample_surface": ".io._sample",
+    "TileSet": ".learn._tiles",
+    "extract_tiles": ".learn._tiles",
+    "PRESETS": ".learn._networks",
+    "TileClassifier": ".learn._model",
+    "load_model": ".learn._modelfile",
+    "TrainingRun": ".learn._training",
+    "EpochReport": ".learn._training",
+    "BatchProgress": ".learn._training",
+    "train": ".learn._training",
+    "ClassificationMap": ".maps._mapstore",
+    "open_map": ".maps._mapstore",
+    "predict": ".maps._predict",
+    "iter_predict": ".maps._predict",
     "Cancelled": "._progress",
 }
 
@@ -68,12 +68,12 @@ if TYPE_CHECKING:  # pragma: no cover
         TilemapInputError,
     )
     from ._geometry import MapGeometry
-    from ._mapstore import ClassificationMap, open_map
-    from ._model import TileClassifier
-    from ._modelfile import load_model
-    from ._networks import PRESETS
-    from ._predict import iter_predict, predict
     from ._progress import Cancelled
-    from ._sample import SurfaceSample, sample_surface
-    from ._tiles import TileSet, extract_tiles
-    from ._training import BatchProgress, EpochReport, TrainingRun, train
+    from .io._sample import SurfaceSample, sample_surface
+    from .learn._model import TileClassifier
+    from .learn._modelfile import load_model
+    from .learn._networks import PRESETS
+    from .learn._tiles import TileSet, extract_tiles
+    from .learn._training import BatchProgress, EpochReport, TrainingRun, train
+    from .maps._mapstore import ClassificationMap, open_map
+    from .maps._predict import iter_predict, predict

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._classes import ClassTable
-from ._mapstore import ClassificationMap
+from .maps._mapstore import ClassificationMap
 
 TABLE_KEY = "tilemap_class_table"
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
@@ -84,7 +84,7 @@ def map_layer_data(
 
 def read_map_store(path) -> list[tuple]:
     """napari reader function: the layers of the map store at ``path``."""
-    from ._mapstore import open_map
+    from .maps._mapstore import open_map
 
     cmap = open_map(path)
     return map_layer_data(cmap, name=Path(path).stem)
@@ -92,7 +92,7 @@ def read_map_store(path) -> list[tuple]:
 
 def get_reader(path):
     """npe2 reader hook: a reader for napari-tilemap map stores, None for anything else."""
-    from ._mapstore import is_map_store
+    from .maps._mapstore import is_map_store
 
     if isinstance(path, list) or not Path(str(path)).is_dir():
         return None
@@ -101,7 +101,7 @@ def get_reader(path):
 
 def _levels(cmap: ClassificationMap):
     if cmap.path is not None:
-        from ._mapstore import pyramid_levels
+        from .maps._mapstore import pyramid_levels
 
         return pyramid_levels(cmap.path)
     return [cmap.classes], [cmap.scores]

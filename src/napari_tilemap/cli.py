@@ -113,7 +113,7 @@ def _bar(total: int, desc: str, unit: str):
 
 
 def _train_with_bar(tiles, **kw):
-    from ._training import BatchProgress, TrainingRun
+    from .learn._training import BatchProgress, TrainingRun
 
     run = TrainingRun(tiles, **kw)
     bar = None
@@ -138,7 +138,7 @@ def _train_with_bar(tiles, **kw):
 
 
 def _predict_with_bar(model, image, out, **kw):
-    from ._predict import predict
+    from .maps._predict import predict
 
     bar = None
 
@@ -181,9 +181,9 @@ def confusion_table(confusion, names) -> str:
 def _demo(args) -> int:
     from skimage.io import imsave
 
-    from ._overlay import overlay
-    from ._sample import sample_surface
-    from ._tiles import extract_tiles
+    from .io._sample import sample_surface
+    from .learn._tiles import extract_tiles
+    from .maps._overlay import overlay
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,13 +221,13 @@ def _view(sample, cmap) -> None:
 
 def _read_array(path: str) -> np.ndarray:
     """A whole image or labels file as an array, in its own dtype (training data fits in memory)."""
-    from ._sources import open_image
+    from .io._sources import open_image
 
     return np.asarray(open_image(path).array)
 
 
 def _train(args) -> int:
-    from ._tiles import extract_tiles
+    from .learn._tiles import extract_tiles
 
     if len(args.pairs) % 2:
         raise TilemapInputError("train takes IMAGE LABELS pairs; got an odd number of files")
@@ -248,7 +248,7 @@ def _train(args) -> int:
 
 
 def _predict(args) -> int:
-    from ._modelfile import load_model
+    from .learn._modelfile import load_model
 
     model = load_model(args.model)
     cmap = _predict_with_bar(

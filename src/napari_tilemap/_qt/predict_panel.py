@@ -20,7 +20,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 
 from .._layerdata import map_layer_data
-from .._predict import iter_predict
+from ..maps._predict import iter_predict
 from . import _notify
 from ._layers import check_2d, full_resolution, layer_combo, visible_box, yx_transform
 

@@ -9,7 +9,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, S
 from napari.layers import Image, Labels
 
 from .._layerdata import table_from_metadata
-from .._tiles import extract_tiles
+from ..learn._tiles import extract_tiles
 from . import _notify
 from ._layers import check_2d, full_resolution, layer_combo, yx_transform
 

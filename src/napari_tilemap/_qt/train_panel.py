@@ -16,8 +16,8 @@ from magicgui.widgets import (
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 
-from .._networks import PRESETS, architecture
-from .._training import EpochReport, TrainConfig, TrainingRun
+from ..learn._networks import PRESETS, architecture
+from ..learn._training import EpochReport, TrainConfig, TrainingRun
 from . import _notify
 from .plot import TrainingPlot
 
@@ -142,7 +142,7 @@ class TrainPanel(Container):
         self.status.value = f"Saved {path}"
 
     def load_model(self) -> None:
-        from .._modelfile import load_model
+        from ..learn._modelfile import load_model
 
         try:
             self.session.model = load_model(self.model_path.value)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._classes import ClassTable
+from .._classes import ClassTable
 
 CLASS_NAMES = {1: "pit", 2: "scratch"}
 CLASS_COLORS = {1: (0.95, 0.15, 0.15, 1.0), 2: (0.15, 0.55, 1.0, 1.0)}

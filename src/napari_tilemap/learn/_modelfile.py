@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._classes import ClassTable
-from ._errors import ModelFileError, TilemapInputError
-from ._images import MAX_CHANNELS
+from .._classes import ClassTable
+from .._errors import ModelFileError, TilemapInputError
+from ..io._images import MAX_CHANNELS
 from ._model import TileClassifier
 from ._networks import PRESETS, Architecture, _tile_size, architecture
 

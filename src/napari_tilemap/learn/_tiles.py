@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._classes import ClassTable
-from ._errors import TilemapInputError
-from ._images import as_image, as_labels, as_list
+from .._classes import ClassTable
+from .._errors import TilemapInputError
+from ..io._images import as_image, as_labels, as_list
 
 BACKGROUND_CHOICES = ("unpainted", "none")
 SAMPLING_CHOICES = ("random", "grid")

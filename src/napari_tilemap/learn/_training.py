@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._errors import TilemapInputError
+from .._progress import Cancelled, CancelToken, is_cancelled
 from ._devices import release_memory, resolve_device
-from ._errors import TilemapInputError
 from ._model import TileClassifier, _Normalise
 from ._networks import architecture
-from ._progress import Cancelled, CancelToken, is_cancelled
 from ._split import grouped_split, overlap_groups
 
 
@@ -333,7 +333,7 @@ def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model
     import numpy
     import skimage
 
-    from . import __version__
+    from .. import __version__
 
     names = tiles.class_table.names
     k = len(names)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._classes import ClassTable
-from ._errors import MapStoreError
-from ._geometry import MapGeometry
+from .._classes import ClassTable
+from .._errors import MapStoreError
+from .._geometry import MapGeometry
 
 STORE_VERSION = 1
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._geometry import MapGeometry
 from ._dense import dense_scores, read_window, window_indices
-from ._geometry import MapGeometry
 
 Block = tuple[tuple[int, int], tuple[int, int]]
 
@@ -47,8 +47,8 @@ def network_for(payload: bytes, digest: str, device: str):
     key = (digest, device)
     with _NETS_LOCK:
         if key not in _NETS:
-            from ._devices import resolve_device
-            from ._modelfile import model_from_bytes
+            from ..learn._devices import resolve_device
+            from ..learn._modelfile import model_from_bytes
 
             dev = resolve_device(device)
             _NETS.clear()  # one model at a time per process keeps worker memory flat
@@ -94,7 +94,7 @@ def remote_run_blocks(blocks: list[Block], source, plan: BlockPlan, payload: byt
 def _check_scores(scores: np.ndarray, classes: int, rows: tuple[int, int], cols: tuple[int, int]) -> None:
     """A block's scores must have its exact shape and be finite before anything is written:
     zarr would broadcast a wrong shape silently, and NaN would become class 0."""
-    from ._errors import ModelFileError
+    from .._errors import ModelFileError
 
     expected = (classes, rows[1] - rows[0], cols[1] - cols[0])
     if scores.shape != expected:

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._classes import ClassTable
+from .._classes import ClassTable
+from .._errors import TilemapInputError
+from .._geometry import MapGeometry
 from ._devices import resolve_device
-from ._errors import TilemapInputError
-from ._geometry import MapGeometry
 from ._networks import Architecture, build_network, fuse_for_inference
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import MapStoreError
+from .._errors import MapStoreError
 from ._mapstore import (
     create_store,
     is_map_store,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._geometry import MapGeometry, reflect_indices
+from .._geometry import MapGeometry, reflect_indices
 
 
 def window_indices(geometry: MapGeometry, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

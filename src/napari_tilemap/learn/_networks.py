@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ._errors import TilemapInputError
+from .._errors import TilemapInputError
 
 MAX_TILE_SIZE = 1024
 """The largest tile side in pixels: bounds the head kernel, so a model's size and memory."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._errors import OutputBusyError
+from .._errors import OutputBusyError
 
 try:
     import fcntl

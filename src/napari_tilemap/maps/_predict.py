@@ -20,6 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import MapStoreError, TilemapInputError
+from .._progress import Cancelled, CancelToken, is_cancelled
+from ..io._sources import ImageSource, open_image
+from ..learn._model import TileClassifier
 from ._blockrun import (
     BlockPlan,
     block_grid,
@@ -27,13 +31,9 @@ from ._blockrun import (
     remote_run_blocks,
     run_blocks,
 )
-from ._errors import MapStoreError, TilemapInputError
 from ._mapoutput import finish_output, prepare_output
 from ._mapstore import ClassificationMap, open_map
-from ._model import TileClassifier
 from ._outputlock import OutputLock
-from ._progress import Cancelled, CancelToken, is_cancelled
-from ._sources import ImageSource, open_image
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def iter_predict(
     """
     source = open_image(image)
     _check_fits(model, source)
-    from ._devices import resolve_device
-    from ._modelfile import model_digest, model_to_bytes
+    from ..learn._devices import resolve_device
+    from ..learn._modelfile import model_digest, model_to_bytes
 
     geometry = model.geometry(source.shape)
     cells = _block_cells(block_size, model.step)

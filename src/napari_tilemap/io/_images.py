@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._errors import TilemapInputError
+from .._errors import TilemapInputError
 
 MAX_CHANNELS = 4
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._errors import TilemapInputError
+from .._errors import TilemapInputError
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -1,0 +1,1 @@
+"""Lazy image sources, checks of in-memory images and labels, and the built-in sample."""
