@@ -89,3 +89,42 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and "demo" in result.stdout
     result = subprocess.run([sys.executable, "-m", "napari_tilemap.cli", "train"], capture_output=True, text=True)
     assert result.returncode == 2
+
+
+def test_evaluate_prints_the_figures_and_writes_a_report(tmp_path, sample, random_model, capsys):
+    from napari_tilemap import evaluate
+
+    model = random_model("small", 32, 1)
+    model.save(tmp_path / "m.tilemap")
+    image, truth = sample.image[:200, :240], sample.truth[:200, :240]
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "truth.tif", truth)
+    args = ["evaluate", str(tmp_path / "m.tilemap"), str(tmp_path / "img.tif"), str(tmp_path / "truth.tif"),
+            "--threshold", "0.4", "--device", "cpu", "--chunk", "64"]
+    assert main([*args, "--report", str(tmp_path / "report")]) == 0
+    printed = capsys.readouterr().out
+    expected = evaluate(model, image, truth, threshold=0.4, device="cpu")
+    assert expected.summary() in printed
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
+        "confusion.png", "evaluation.json", "precision_recall.png", "scores.png"]
+    _fails_with_one_line(args[:3], capsys, "pairs")
+    _fails_with_one_line([*args[:4], "--threshold", "1.5"], capsys, "threshold")
+    _fails_with_one_line([*args[:4], "--report", str(tmp_path / "no" / "dir")], capsys, "does not exist")
+
+
+def test_predict_with_a_threshold_records_unknown_cells_beside_the_best_classes(tmp_path, random_model, capsys):
+    model = random_model("small", 32, 1)
+    model.save(tmp_path / "m.tilemap")
+    image = np.random.default_rng(0).integers(0, 255, (160, 150)).astype(np.uint8)
+    np.save(tmp_path / "img.npy", image)
+    base = ["predict", str(tmp_path / "m.tilemap"), str(tmp_path / "img.npy"), "-o", str(tmp_path / "m.zarr"),
+            "--device", "cpu"]
+    assert main([*base, "--threshold", "class 1=0.36,class 2=0.4"]) == 0
+    cmap = open_map(tmp_path / "m.zarr")
+    scores, best = np.asarray(cmap.scores), np.asarray(cmap.best_classes)
+    limit = np.array([0.0, 0.36, 0.4])[scores.argmax(0)]
+    expected = np.where(scores.max(0) >= limit, best, 255)
+    np.testing.assert_array_equal(np.asarray(cmap.classes), expected)
+    assert f"{int((expected == 255).sum())} of {expected.size} cells unknown" in capsys.readouterr().out
+    _fails_with_one_line([*base, "--threshold", "pit=high"], capsys, "is not a threshold")
+    _fails_with_one_line([*base, "--threshold", "1.5"], capsys, "threshold")

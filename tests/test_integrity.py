@@ -110,18 +110,26 @@ def _cli(*args, **kw):
 
 
 SLOW_WRITER = """
-import sys, time
+import os, sys, time
 from napari_tilemap import OutputBusyError, load_model, predict
+
+def wait(event):  # about 2 s for 25 blocks, or hold after the first block until a file appears
+    deadline = time.monotonic() + 60
+    while len(sys.argv) > 4 and not os.path.exists(sys.argv[4]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.08)
+
 try:
     predict(load_model(sys.argv[1]), sys.argv[2], out=sys.argv[3], block_size=40, device="cpu", workers=1,
-            overwrite=True, callback=lambda event: time.sleep(0.08))
+            overwrite=True, callback=wait)
 except OutputBusyError as err:
     sys.exit(f"busy: {err}")
 """
 
 
 def _slow_writer(*args, **kw):
-    """A process that writes a map slowly through the Python API (about 2 s for 25 blocks)."""
+    """A process that writes a map slowly through the Python API; with a 4th argument it holds the
+    output after its first block until that file exists."""
     return subprocess.Popen([sys.executable, "-c", SLOW_WRITER, *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
@@ -149,10 +157,11 @@ def test_two_processes_on_one_output_never_leave_a_mixed_map(two_models, tmp_pat
     cli_args = ("img.npy", "-o", "cc.zarr", "--overwrite", "--chunk", "40", "--workers", "1", "--device", "cpu")
 
     # deterministic overlap: the second run starts while the first holds the output
-    first = _slow_writer("b.tilemap", "img.npy", "cc.zarr", cwd=tmp_path)
+    first = _slow_writer("b.tilemap", "img.npy", "cc.zarr", "go", cwd=tmp_path)
     assert _wait_for_lock(out, first), first.communicate()
     second = _cli("predict", "a.tilemap", *cli_args, cwd=tmp_path)
     _, err2 = second.communicate(timeout=120)
+    (tmp_path / "go").touch()
     _, err1 = first.communicate(timeout=120)
     assert first.returncode == 0, err1
     assert second.returncode == 2 and "being written by another tilemap run" in err2, err2

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import pickle
@@ -206,7 +207,9 @@ def _hostile(random_model) -> dict[str, tuple[bytes, str]]:
             _with_text(good, json.dumps({k: v for k, v in meta.items() if k != "normalisation"})),
             r"the metadata lacks \['normalisation'\]",
         ),
-        "version": (_edit(good, "version", 2), r"has model format version 2; .*: upgrade napari-tilemap"),
+        "version": (_edit(good, "version", 3), r"has model format version 3; .*: upgrade napari-tilemap"),
+        "activation": (arch("activation", "tanh"), r"activation 'tanh' in the architecture is not one of \['softmax', 'sigmoid'\]"),
+        "activation_type": (arch("activation", ["sigmoid"]), r"activation \['sigmoid'\] in the architecture is not one of"),
         "version_type": (_edit(good, "version", "1"), r"model format version '1' is not a positive integer"),
         "header_length": (struct.pack("<Q", 2**63) + good[8:], r"header length \d+ is above the 16 MiB limit"),
         "header_past_end": (struct.pack("<Q", 10**6) + good[8:], r"header length 1000000 is longer than the file"),
@@ -294,10 +297,11 @@ _IMAGE = np.random.default_rng(7).uniform(0, 255, (30, 34))
 _BASELINE: dict = {}
 
 
-def _baseline(random_model) -> tuple[bytes, np.ndarray, list]:
+def _baseline(random_model, activation: str = "softmax") -> tuple[bytes, np.ndarray, list]:
     """A small model's file bytes, its map of ``_IMAGE`` and the paths into its metadata."""
-    if not _BASELINE:
+    if activation not in _BASELINE:
         model = random_model("small", 18, 1)
+        model.arch = dataclasses.replace(model.arch, activation=activation)
         data = model_to_bytes(model)
 
         def paths(node, prefix=()):
@@ -307,8 +311,8 @@ def _baseline(random_model) -> tuple[bytes, np.ndarray, list]:
                 yield from paths(v, (*prefix, k))
 
         meta = json.loads(_split(data)[1])
-        _BASELINE.update(data=data, scores=predict(model, _IMAGE, device="cpu").scores, paths=list(paths(meta))[1:])
-    return _BASELINE["data"], _BASELINE["scores"], _BASELINE["paths"]
+        _BASELINE[activation] = data, predict(model, _IMAGE, device="cpu").scores, list(paths(meta))[1:]
+    return _BASELINE[activation]
 
 
 _json = st.recursive(
@@ -362,7 +366,7 @@ def _mutated(draw, data: bytes, paths: list) -> tuple[str, bytes]:
 )
 @given(st.data())
 def test_any_bytes_load_as_a_sound_model_or_are_refused(random_model, tmp_path, data):
-    original, scores, paths = _baseline(random_model)
+    original, scores, paths = _baseline(random_model, data.draw(st.sampled_from(["softmax", "sigmoid"])))
     kind, blob = data.draw(_mutated(original, paths))
     path = tmp_path / "fuzz.tilemap"
     path.write_bytes(blob)
@@ -379,4 +383,7 @@ def test_any_bytes_load_as_a_sound_model_or_are_refused(random_model, tmp_path, 
         np.testing.assert_array_equal(got, scores)
     else:
         assert np.isfinite(got).all()
-        np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-4)
+        if model.activation == "softmax":
+            np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-4)
+        else:  # sigmoid: one independent score per class
+            assert ((got >= 0) & (got <= 1)).all()

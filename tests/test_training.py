@@ -14,7 +14,13 @@ from napari_tilemap import (
     train,
 )
 from napari_tilemap.learn._split import grouped_split, overlap_groups
-from napari_tilemap.learn._training import _random_dihedral
+from napari_tilemap.learn._training import (
+    TrainConfig,
+    _autocast,
+    _evaluate,
+    _loss_function,
+    _random_dihedral,
+)
 
 
 def test_training_from_scratch_reaches_90_percent_validation_accuracy(trained):
@@ -151,3 +157,23 @@ def test_the_record_keeps_the_validation_confusion_matrix_of_the_kept_epoch(trai
         assert confusion[i, i] / confusion[i].sum() == pytest.approx(final["per_class_recall"][n])
     kept = next(e for e in events if isinstance(e, EpochReport) and e.epoch == final["epoch"])
     np.testing.assert_array_equal(kept.confusion, confusion)
+
+
+def test_the_loss_defaults_to_softmax_and_sigmoid_is_one_vs_rest_binary_cross_entropy(trained):
+    _, model, _ = trained
+    assert TrainConfig().loss == "softmax"
+    assert model.activation == "softmax" and model.record["parameters"]["loss"] == "softmax"
+    logits = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(50) % 3
+    assert torch.equal(_loss_function("softmax", 3)(logits, y), torch.nn.functional.cross_entropy(logits, y))
+    target = torch.nn.functional.one_hot(y, 3).float()
+    p = torch.sigmoid(logits)
+    bce = -(target * p.log() + (1 - target) * (1 - p).log()).mean()
+    torch.testing.assert_close(_loss_function("sigmoid", 3)(logits, y), bce)
+    # validation: the same loss, and accuracy / recall / confusion from the largest logit
+    fn = _loss_function("sigmoid", 3)
+    loss, acc, recall, confusion = _evaluate(torch.nn.Identity(), logits[:, :, None, None], y,
+                                             torch.device("cpu"), _autocast(torch.device("cpu")), 3, fn)
+    assert loss == pytest.approx(float(bce), rel=1e-6)
+    assert acc == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+    assert np.trace(confusion) == int((logits.argmax(1) == y).sum()) and len(recall) == 3

@@ -42,6 +42,9 @@ _EXPORTS = {
     "predict": ".maps._predict",
     "iter_predict": ".maps._predict",
     "Cancelled": "._progress",
+    "evaluate": ".analysis._evaluate",
+    "Evaluation": ".analysis._evaluate",
+    "write_report": ".analysis._report",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -69,6 +72,8 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from ._geometry import MapGeometry
     from ._progress import Cancelled
+    from .analysis._evaluate import Evaluation, evaluate
+    from .analysis._report import write_report
     from .io._sample import SurfaceSample, sample_surface
     from .learn._model import TileClassifier
     from .learn._modelfile import load_model

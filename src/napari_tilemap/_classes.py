@@ -22,6 +22,18 @@ _PALETTE: tuple[RGBA, ...] = (
 )
 BACKGROUND_COLOR: RGBA = (0.5, 0.5, 0.5, 0.0)
 
+# The reserved label value of map cells whose best score is below the reject threshold
+# (docs/design.md, "Reject threshold"). It is never a class: painted values are 1..254.
+UNKNOWN = 255
+UNKNOWN_NAME = "unknown"
+UNKNOWN_COLOR: RGBA = (0.6, 0.6, 0.6, 1.0)
+MAX_LABEL_VALUE = UNKNOWN - 1
+
+
+def unknown_entry() -> dict:
+    """How value :data:`UNKNOWN` is named and drawn, as recorded in a thresholded map store."""
+    return {"value": UNKNOWN, "name": UNKNOWN_NAME, "color": list(UNKNOWN_COLOR)}
+
 
 def default_color(value: int) -> RGBA:
     """Colour of painted label ``value`` (1, 2, ...) in the default palette."""
@@ -34,7 +46,8 @@ class ClassTable:
 
     Index ``k`` of every field describes class ``k`` of the network output. When
     ``has_background`` is true, class 0 is *background* (label value 0, never painted);
-    the other classes are the painted label values in increasing order.
+    the other classes are the painted label values in increasing order. Value
+    :data:`UNKNOWN` (255) is reserved for thresholded maps and is never a class.
 
     Parameters
     ----------
@@ -59,8 +72,14 @@ class ClassTable:
             )
         if len(set(self.values)) != n:
             raise TilemapInputError(f"class label values must be unique, got {self.values}")
-        if any(v < 0 or v > 255 for v in self.values):
-            raise TilemapInputError(f"class label values must lie in 0..255, got {self.values}")
+        if UNKNOWN in self.values:
+            raise TilemapInputError(
+                f"label value {UNKNOWN} is reserved for {UNKNOWN_NAME}; paint with 1..{MAX_LABEL_VALUE}"
+            )
+        if any(v < 0 or v > MAX_LABEL_VALUE for v in self.values):
+            raise TilemapInputError(
+                f"class label values must lie in 0..{MAX_LABEL_VALUE} (0 = background), got {self.values}"
+            )
         if 0 in self.values[1:]:
             raise TilemapInputError("label value 0 (background) may only be class 0")
 

@@ -9,28 +9,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._classes import ClassTable
+from ._classes import UNKNOWN, UNKNOWN_COLOR, UNKNOWN_NAME, ClassTable
 from .maps._mapstore import ClassificationMap
 
 TABLE_KEY = "tilemap_class_table"
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
 
 
-def labels_kwargs(table: ClassTable) -> dict:
+def labels_kwargs(table: ClassTable, unknown: bool = False) -> dict:
     """Labels-layer keyword arguments that carry ``table``: colormap, features and metadata.
+
+    With ``unknown`` (a thresholded map) value 255 is drawn in the unknown colour and named
+    ``"unknown"`` in the colormap and features; the metadata's class table stays the
+    model's, one entry per class.
 
     Examples
     --------
     >>> kw = labels_kwargs(ClassTable.from_values([1, 2], names=["pit", "scratch"]))
     >>> kw["features"]["class"]
     ['background', 'pit', 'scratch']
+    >>> labels_kwargs(ClassTable.from_values([1]), unknown=True)["features"]["class"]
+    ['background', 'class 1', 'unknown']
     """
     colormap = {v: c for v, c in zip(table.values, table.colors)}
     colormap.setdefault(0, TRANSPARENT)
+    values, names = list(table.values), list(table.names)
+    if unknown:
+        colormap[UNKNOWN] = UNKNOWN_COLOR
+        values.append(UNKNOWN)
+        names.append(UNKNOWN_NAME)
     colormap[None] = TRANSPARENT
     return {
         "colormap": colormap,
-        "features": {"index": list(table.values), "class": list(table.names)},
+        "features": {"index": values, "class": names},
         "metadata": {TABLE_KEY: table.to_dict()},
     }
 
@@ -51,7 +62,8 @@ def map_layer_data(
 
     The layers are aligned with an image layer of ``image_scale`` and ``image_translate``
     (docs/design.md: scale = image_scale·S, translate = image_translate + image_scale·offset).
-    Maps in a store with a pyramid come as multiscale layers backed by the store.
+    Maps in a store with a pyramid come as multiscale layers backed by the store. A
+    thresholded map draws value 255 in the unknown colour and names it ``"unknown"``.
 
     Parameters
     ----------
@@ -67,7 +79,7 @@ def map_layer_data(
     table = cmap.class_table
     multiscale = len(classes) > 1
     common = {"scale": scale, "translate": translate}
-    kw = labels_kwargs(table)
+    kw = labels_kwargs(table, unknown=cmap.threshold is not None)
     kw["metadata"] = {**kw["metadata"], "tilemap_map": cmap.attrs(), "tilemap_path": str(cmap.path or "")}
     layers = [(classes if multiscale else classes[0],
                {"name": f"{name} classes", "opacity": 0.6, "multiscale": multiscale, **kw, **common}, "labels")]
@@ -103,7 +115,7 @@ def _levels(cmap: ClassificationMap):
     if cmap.path is not None:
         from .maps._mapstore import pyramid_levels
 
-        return pyramid_levels(cmap.path)
+        return pyramid_levels(cmap.path, threshold=cmap.threshold)
     return [cmap.classes], [cmap.scores]
 
 

@@ -1,4 +1,4 @@
-"""The ``tilemap`` command line: ``demo``, ``train`` and ``predict``.
+"""The ``tilemap`` command line: ``demo``, ``train``, ``predict`` and ``evaluate``.
 
 Exit status 0 on success, 2 on bad input, 1 when the environment fails (disk full, a
 lost cluster), 130 when interrupted; every error is one line on stderr.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._classes import UNKNOWN
 from ._errors import TilemapInputError
 from ._progress import Cancelled
 
@@ -26,7 +27,10 @@ INTERRUPTED = 130
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tilemap`` console command."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error already printed in one line
+        return int(done.code or 0)
     try:
         return args.run(args)
     except (TilemapInputError, ValueError, TypeError) as err:
@@ -68,8 +72,32 @@ def _environment_message(err: Exception, command: str) -> str:
             "(unexpected: set TILEMAP_DEBUG=1 to see the traceback, and please report it)")
 
 
+THRESHOLD_HELP = ("reject threshold: cells whose best score is below it are 'unknown' (255); one value in 0..1 "
+                  "or one per class, as NAME=T,NAME=T (default: none)")
+
+
+def _threshold_arg(text: str):
+    """``0.7`` or ``pit=0.9,scratch=0.6`` (class names or label values) as a float or a dict."""
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a threshold: give one number in 0..1 or NAME=T pairs such as pit=0.9,scratch=0.6"
+        ) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tilemap", description="Tile classification of images of any size.")
+    p = _Parser(prog="tilemap", description="Tile classification of images of any size.")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="sample surface -> tiles -> train -> map, end to end")
@@ -89,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--background", default="unpainted", choices=["unpainted", "none"])
+    t.add_argument("--loss", default="softmax", choices=["softmax", "sigmoid"],
+                   help="softmax: scores sum to 1; sigmoid: one-vs-rest scores, each class on its own "
+                        "(default: %(default)s)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.set_defaults(run=_train)
 
@@ -102,7 +133,22 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", default=None, help="run on the dask.distributed cluster at this address")
     r.add_argument("--float16", action="store_true", help="store scores as float16 (half the disk)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing, different map store")
+    r.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
     r.set_defaults(run=_predict)
+
+    e = sub.add_parser("evaluate", help="measure a model against labelled images: cells, objects, scores")
+    e.add_argument("model", help="model file (*.tilemap)")
+    e.add_argument("pairs", nargs="+", metavar="IMAGE TRUTH", help="image and truth label files, in pairs")
+    e.add_argument("--unlabelled", default="background", choices=["background", "ignore"],
+                   help="truth value 0 is background (a full ground truth) or is ignored (sparse painting); "
+                        "default: %(default)s")
+    e.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T",
+                   help=THRESHOLD_HELP)
+    e.add_argument("--report", default=None, metavar="DIR",
+                   help="write evaluation.json and pictures (confusion, score histograms, precision-recall) here")
+    e.add_argument("--chunk", type=int, default=1024, help="work block side in pixels (default: %(default)s)")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(run=_evaluate)
     return p
 
 
@@ -240,7 +286,8 @@ def _train(args) -> int:
     labels = [_read_array(p) for p in args.pairs[1::2]]
     tiles = extract_tiles(images, labels, tile_size=args.tile_size, background=args.background, seed=args.seed)
     print(f"tiles: {tiles.counts()}", file=sys.stderr)
-    model = _train_with_bar(tiles, preset=args.preset, epochs=args.epochs, device=args.device, seed=args.seed)
+    model = _train_with_bar(tiles, preset=args.preset, epochs=args.epochs, device=args.device, seed=args.seed,
+                            loss=args.loss)
     model.save(out)
     print(_metrics_line(model))
     print(f"wrote {out}")
@@ -255,7 +302,48 @@ def _predict(args) -> int:
         model, args.image, args.out, block_size=args.chunk, device=args.device, overwrite=args.overwrite,
         workers=args.workers, scheduler=args.scheduler, scores_dtype="float16" if args.float16 else "float32",
     )
+    if args.threshold is not None:
+        from .maps._threshold import write_threshold
+
+        cmap = write_threshold(args.out, args.threshold)
+        rows = range(0, cmap.shape[0], 1024)  # counted in strips: the map may not fit in memory
+        unknown = sum(int((np.asarray(cmap.classes[r : r + 1024]) == UNKNOWN).sum()) for r in rows)
+        print(f"threshold {args.threshold}: {unknown} of {cmap.shape[0] * cmap.shape[1]} cells unknown")
     print(f"wrote {args.out}: map of {cmap.shape[0]}x{cmap.shape[1]} cells, step {cmap.step}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .analysis._evaluate import evaluate
+    from .analysis._report import write_report
+    from .learn._modelfile import load_model
+
+    if len(args.pairs) % 2:
+        raise TilemapInputError("evaluate takes IMAGE TRUTH pairs after the model; got an odd number of files")
+    if args.report is not None and not Path(args.report).absolute().parent.is_dir():
+        raise TilemapInputError(f"the folder of the report {args.report!r} does not exist; create it first")
+    model = load_model(args.model)
+    bar = None
+
+    def progress(event):
+        nonlocal bar
+        if bar is None or bar.desc != event.stage:
+            if bar is not None:
+                bar.close()
+            bar = _bar(event.total, event.stage, "block")
+        bar.n = event.done
+        bar.refresh()
+
+    try:
+        result = evaluate(model, args.pairs[0::2], args.pairs[1::2], unlabelled=args.unlabelled,
+                          threshold=args.threshold, block_size=args.chunk, device=args.device, callback=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(result.summary())
+    if args.report is not None:
+        paths = write_report(result, args.report)
+        print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

@@ -74,3 +74,24 @@ class TrainingPlot(Container):
         best = max((r for r in self.history if r.best), key=lambda r: r.epoch, default=None)
         title = "validation confusion (tiles)" + (f", epoch {best.epoch}" if best else "")
         ax.set_title(title, fontsize=9)
+
+
+class EvaluationPlot(Container):
+    """The evaluation report's pictures (confusion matrix, score histograms, precision–recall), one tab each."""
+
+    def __init__(self) -> None:
+        from qtpy.QtWidgets import QTabWidget
+
+        super().__init__(labels=False)
+        self.tabs = QTabWidget()
+        self.tabs.setMinimumHeight(300)
+        self.native.layout().addWidget(self.tabs)
+        self.figures: dict = {}
+
+    def show(self, evaluation) -> None:
+        from ..analysis._report import figures
+
+        self.tabs.clear()
+        self.figures = figures(evaluation)
+        for title, figure in self.figures.items():
+            self.tabs.addTab(FigureCanvasQTAgg(figure), title)

@@ -11,6 +11,7 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
+    FloatSlider,
     Label,
     PushButton,
     SpinBox,
@@ -19,7 +20,7 @@ from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 
-from .._layerdata import map_layer_data
+from .._layerdata import labels_kwargs, map_layer_data
 from ..maps._predict import iter_predict
 from . import _notify
 from ._layers import check_2d, full_resolution, layer_combo, visible_box, yx_transform
@@ -58,13 +59,17 @@ class PredictPanel(Container):
         self.predict = PushButton(text="Predict")
         self.stop = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
+        self.threshold = FloatSlider(label="reject threshold", value=0.0, min=0.0, max=1.0, step=0.01)
+        self.threshold.tooltip = ("Cells whose best score is below this are shown as 'unknown' (grey), without "
+                                  "running the network again; 0 shows every cell's best class")
         super().__init__(widgets=[self.image, self.region, self.block_size, self.device, self.contours, self.out,
-                                  self.predict, self.stop, self.status])
+                                  self.predict, self.stop, self.status, self.threshold])
         self.worker = None
         self.layers: list = []
         self._bar = None
         self.predict.clicked.connect(self.start)
         self.stop.clicked.connect(self.request_stop)
+        self.threshold.changed.connect(self.apply_threshold)
 
     def params(self) -> PredictParams:
         out = str(self.out.value) if str(self.out.value) not in ("", ".") else None
@@ -155,6 +160,26 @@ class PredictPanel(Container):
         for layer in self.layers:
             layer.refresh()
         self.status.value = f"Map of {cmap.shape[0]}x{cmap.shape[1]} cells (step {cmap.step})"
+        if self.threshold.value > 0:
+            self.apply_threshold()
+
+    def apply_threshold(self, _=None) -> None:
+        """Re-colour the map's classes layer from its scores: cells below the threshold become unknown."""
+        cmap = self._result
+        if cmap is None or not self.layers:
+            return
+        t = float(self.threshold.value)
+        try:
+            shown = cmap.with_threshold(t) if t > 0 else cmap.without_threshold()
+        except ValueError as err:
+            _notify.error(f"Threshold: {err}")
+            return
+        kwargs = labels_kwargs(cmap.class_table, unknown=t > 0)
+        layer = self.layers[0]
+        layer.data = shown.classes
+        layer.colormap = kwargs["colormap"]
+        layer.features = kwargs["features"]
+        self.session.map = shown
 
     def _on_finished(self) -> None:
         if self._result is None and self.layers:  # stopped (or failed) before the last block

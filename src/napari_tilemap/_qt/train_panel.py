@@ -37,6 +37,10 @@ class TrainPanel(Container):
         self.preset = ComboBox(label="preset", choices=sorted(PRESETS), value="medium")
         self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.loss = ComboBox(label="scores", value="softmax",
+                             choices=[("softmax (sum to 1)", "softmax"), ("sigmoid (one-vs-rest)", "sigmoid")])
+        self.loss.tooltip = ("softmax: the scores of a cell sum to 1. sigmoid: each class is scored on its own, so "
+                             "a tile unlike every class can score low for all and fall under a reject threshold")
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.fine_tune = CheckBox(label="fine-tune the current model", value=False)
         self.train = PushButton(text="Train")
@@ -46,7 +50,7 @@ class TrainPanel(Container):
         self.model_path = FileEdit(label="model file", mode="w", filter="*.tilemap")
         self.save = PushButton(text="Save model")
         self.load = PushButton(text="Load model")
-        super().__init__(widgets=[self.preset, self.epochs, self.device, self.seed, self.fine_tune, self.train,
+        super().__init__(widgets=[self.preset, self.epochs, self.device, self.loss, self.seed, self.fine_tune, self.train,
                                   self.stop, self.status, self.plot, self.model_path, self.save, self.load])
         self.worker = None
         self.run: TrainingRun | None = None
@@ -59,7 +63,7 @@ class TrainPanel(Container):
     def config(self) -> TrainConfig:
         """Frozen snapshot of the controls, handed to the worker."""
         return TrainConfig(preset=self.preset.value, epochs=int(self.epochs.value), device=self.device.value,
-                           seed=int(self.seed.value))
+                           seed=int(self.seed.value), loss=self.loss.value)
 
     def start(self):
         """Start training on the extracted tiles in a worker thread."""

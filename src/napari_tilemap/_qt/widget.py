@@ -1,4 +1,4 @@
-"""The main dock widget: Classes → Tiles → Train → Predict, one tab each."""
+"""The main dock widget: Classes → Tiles → Train → Predict → Evaluate, one tab each."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
 
 from .classes_panel import ClassesPanel
+from .evaluate_panel import EvaluatePanel
 from .predict_panel import PredictPanel
 from .tiles_panel import TilesPanel
 from .train_panel import TrainPanel
@@ -23,7 +24,7 @@ class Session:
 
 
 class TilemapWidget(QWidget):
-    """Paint classes, extract tiles, train and predict, each in its own tab."""
+    """Paint classes, extract tiles, train, predict and evaluate, each in its own tab."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
@@ -33,9 +34,10 @@ class TilemapWidget(QWidget):
         self.tiles = TilesPanel(napari_viewer, self.session, self.classes)
         self.training = TrainPanel(napari_viewer, self.session)
         self.prediction = PredictPanel(napari_viewer, self.session)
+        self.evaluation = EvaluatePanel(napari_viewer, self.session)
         self.tabs = QTabWidget()
         for panel, title in ((self.classes, "Classes"), (self.tiles, "Tiles"), (self.training, "Train"),
-                             (self.prediction, "Predict")):
+                             (self.prediction, "Predict"), (self.evaluation, "Evaluate")):
             self.tabs.addTab(panel.native, title)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
@@ -46,5 +48,5 @@ class TilemapWidget(QWidget):
         self._refresh_choices()
 
     def _refresh_choices(self, _=None) -> None:
-        for panel in (self.classes, self.tiles, self.training, self.prediction):
+        for panel in (self.classes, self.tiles, self.training, self.prediction, self.evaluation):
             panel.reset_choices()

@@ -11,7 +11,12 @@ from .._classes import ClassTable
 from .._errors import TilemapInputError
 from .._geometry import MapGeometry
 from ._devices import resolve_device
-from ._networks import Architecture, build_network, fuse_for_inference
+from ._networks import (
+    Architecture,
+    build_network,
+    fuse_for_inference,
+    output_activation,
+)
 
 
 @dataclass
@@ -21,13 +26,14 @@ class TileClassifier:
     Parameters
     ----------
     arch : Architecture
-        Preset, tile size, channels and layer sizes.
+        Preset, tile size, channels, layer sizes and the output activation
+        (``arch.activation``: ``"softmax"`` or ``"sigmoid"``).
     class_table : ClassTable
         Names, colours and painted label values of the output classes.
     mean, std : ndarray of shape (C,)
         Per-channel normalisation computed from the training tiles.
     network : torch.nn.Module
-        The trained network (BatchNorm layers in eval mode at prediction).
+        The trained network, ending in logits (BatchNorm layers in eval mode at prediction).
     record : dict
         Training record: seed, versions, tile counts, parameters, final metrics.
     """
@@ -67,6 +73,12 @@ class TileClassifier:
         return self.arch.in_channels
 
     @property
+    def activation(self) -> str:
+        """How logits become scores: ``"softmax"`` (a tile's scores sum to 1) or ``"sigmoid"``
+        (one independent score in [0, 1] per class; a tile unlike every class scores low for all)."""
+        return self.arch.activation
+
+    @property
     def halo(self) -> int:
         """(T - S) / 2: context a block reads beyond its own pixels on each side."""
         return (self.tile_size - self.step) // 2
@@ -76,16 +88,20 @@ class TileClassifier:
         return MapGeometry(self.tile_size, self.step, (int(image_shape[0]), int(image_shape[1])))
 
     def inference_network(self, device: torch.device | str = "cpu") -> torch.nn.Module:
-        """An eval-mode copy of the network, BatchNorm fused, with normalisation built in."""
+        """An eval-mode copy of the network, BatchNorm fused, from raw intensities to scores.
+
+        ``Sequential(normalisation, fused network, activation)``: ``net[:2]`` gives logits,
+        ``net`` the scores (softmax or sigmoid, as :attr:`activation` says).
+        """
         dev = resolve_device(device)
         net = torch.nn.Sequential(
-            _Normalise(self.mean, self.std), fuse_for_inference(self.network.eval())
+            _Normalise(self.mean, self.std), fuse_for_inference(self.network.eval()), output_activation(self.arch)
         )
         # channels_last lets oneDNN / cuDNN pick their fastest convolution kernels (about 3x on CPU).
         return net.to(dev, memory_format=torch.channels_last).eval()
 
     def classify_tiles(self, batch, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
-        """Class probabilities of tiles classified one by one (the reference for dense maps).
+        """Class scores of tiles classified one by one (the reference for dense maps).
 
         Parameters
         ----------
@@ -97,7 +113,8 @@ class TileClassifier:
         Returns
         -------
         ndarray of shape (N, classes), float32
-            Softmax probabilities, one row per tile.
+            Scores, one row per tile: softmax probabilities (rows sum to 1) or, for a
+            sigmoid model, one independent probability per class.
         """
         tiles = np.asarray(batch, dtype=np.float32)
         if tiles.ndim == 3:
@@ -114,7 +131,7 @@ class TileClassifier:
         with torch.inference_mode():
             for i in range(0, len(tiles), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(tiles[i : i + batch_size])).permute(0, 3, 1, 2)
-                out.append(torch.softmax(net(x.to(dev)), 1)[:, :, 0, 0].float().cpu().numpy())
+                out.append(net(x.to(dev))[:, :, 0, 0].float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.class_table)), np.float32)
 
     def save(self, path) -> None:

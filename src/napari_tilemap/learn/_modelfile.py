@@ -24,10 +24,14 @@ from .._classes import ClassTable
 from .._errors import ModelFileError, TilemapInputError
 from ..io._images import MAX_CHANNELS
 from ._model import TileClassifier
-from ._networks import PRESETS, Architecture, _tile_size, architecture
+from ._networks import ACTIVATIONS, PRESETS, Architecture, _tile_size, architecture
 
 FORMAT = "napari-tilemap-model"
-VERSION = 1
+VERSION = 2
+"""The newest format version this module reads. A file carries the oldest version that can
+read it: 1 for softmax models (whose metadata has no ``activation``, byte for byte as before
+version 2 existed), 2 for sigmoid models, so an older napari-tilemap asks to be upgraded
+rather than reading sigmoid scores as softmax ones."""
 MAX_FILE_BYTES = 512 * 2**20  # the largest legitimate model (preset "large", tile 1024) is ~170 MiB
 MAX_HEADER_BYTES = 16 * 2**20
 MAX_CLASSES = 256  # label values 0..255
@@ -43,10 +47,13 @@ def model_to_bytes(model: TileClassifier) -> bytes:
     """The model as the bytes of a ``.tilemap`` file (also what dask workers receive)."""
     from safetensors.torch import save
 
+    arch = model.arch.to_dict()
+    if arch["activation"] == "softmax":
+        del arch["activation"]  # the version-1 layout: softmax models' bytes did not change
     meta = {
         "format": FORMAT,
-        "version": VERSION,
-        "architecture": model.arch.to_dict(),
+        "version": 1 if "activation" not in arch else 2,
+        "architecture": arch,
         "class_table": model.class_table.to_dict(),
         "normalisation": {"mean": model.mean.tolist(), "std": model.std.tolist()},
         "record": model.record,
@@ -248,7 +255,10 @@ def _check_keys(d: dict, required: set[str], optional: set[str], what: str, name
 
 
 def _architecture(stored, name: str) -> Architecture:
-    """The architecture rebuilt from the stored preset, tile size, channels and classes."""
+    """The architecture rebuilt from the stored preset, tile size, channels, classes and activation.
+
+    ``activation`` may be absent (softmax: every version-1 file, and softmax files since).
+    """
     if not isinstance(stored, dict):
         raise ModelFileError(f"{name}: its architecture is {_json_type(stored)}, not an object")
     preset, tile_size = stored.get("preset"), stored.get("tile_size")
@@ -262,11 +272,18 @@ def _architecture(stored, name: str) -> Architecture:
         raise ModelFileError(f"{name}: in_channels {in_channels} in the architecture is outside 1..{MAX_CHANNELS}")
     if not 2 <= num_classes <= MAX_CLASSES:
         raise ModelFileError(f"{name}: num_classes {num_classes} in the architecture is outside 2..{MAX_CLASSES}")
+    activation = stored.get("activation", "softmax")
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise ModelFileError(
+            f"{name}: activation {_short(activation)} in the architecture is not one of {list(ACTIVATIONS)}"
+        )
     try:
-        arch = architecture(preset, tile_size, in_channels, num_classes)
+        arch = architecture(preset, tile_size, in_channels, num_classes, activation)
     except TilemapInputError as err:
         raise ModelFileError(f"{name}: its architecture is invalid: {err}") from None
     want = {**arch.to_dict(), "widths": list(arch.widths)}
+    if "activation" not in stored:
+        del want["activation"]
     wrong = [k for k in want.keys() | stored.keys() if json.dumps(stored.get(k)) != json.dumps(want.get(k))]
     if wrong:
         k = min(wrong)
@@ -423,8 +440,9 @@ def _build(plan: _Plan, data: bytes, name: str) -> TileClassifier:
         )
     tile = torch.from_numpy(model.mean).view(1, -1, 1, 1).expand(1, -1, model.tile_size, model.tile_size)
     with torch.inference_mode():
-        scores = net(tile.contiguous())
-    if not torch.isfinite(scores).all():
+        logits = net[:2](tile.contiguous())  # before the activation: a sigmoid maps ±inf to finite scores
+        scores = net[2](logits)
+    if not (torch.isfinite(logits).all() and torch.isfinite(scores).all()):
         raise ModelFileError(f"{name}: its network gives non-finite scores on a tile of the mean value")
     return model
 

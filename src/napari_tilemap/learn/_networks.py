@@ -19,6 +19,11 @@ from .._errors import TilemapInputError
 MAX_TILE_SIZE = 1024
 """The largest tile side in pixels: bounds the head kernel, so a model's size and memory."""
 
+ACTIVATIONS = ("softmax", "sigmoid")
+"""Output activations: ``softmax`` (scores of a tile sum to 1, trained with cross-entropy) or
+``sigmoid`` (one independent score per class, trained one-vs-rest, so a tile unlike every
+class can score low for all of them)."""
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -68,7 +73,11 @@ def _tile_size(preset: Preset, stem: int, head: int) -> int:
 
 @dataclass(frozen=True)
 class Architecture:
-    """Everything needed to rebuild a network: preset, its layer sizes and the data it sees."""
+    """Everything needed to rebuild a network: preset, its layer sizes and the data it sees.
+
+    ``activation`` (one of :data:`ACTIVATIONS`) turns the network's logits into scores at
+    inference; the network itself always ends in logits.
+    """
 
     preset: str
     tile_size: int
@@ -79,6 +88,7 @@ class Architecture:
     widths: tuple[int, ...]
     convs_per_stage: int
     head_width: int
+    activation: str = "softmax"
 
     @property
     def step(self) -> int:
@@ -94,14 +104,16 @@ class Architecture:
         return cls(**d)
 
 
-def architecture(preset: str, tile_size: int, in_channels: int, num_classes: int) -> Architecture:
+def architecture(
+    preset: str, tile_size: int, in_channels: int, num_classes: int, activation: str = "softmax"
+) -> Architecture:
     """Resolve a preset and a tile size into concrete layer sizes.
 
     Raises
     ------
     TilemapInputError
-        For an unknown preset, an odd tile size, or one below the preset's minimum or
-        above :data:`MAX_TILE_SIZE`.
+        For an unknown preset or activation, an odd tile size, or one below the preset's
+        minimum or above :data:`MAX_TILE_SIZE`.
 
     Examples
     --------
@@ -111,6 +123,8 @@ def architecture(preset: str, tile_size: int, in_channels: int, num_classes: int
     """
     if preset not in PRESETS:
         raise TilemapInputError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if activation not in ACTIVATIONS:
+        raise TilemapInputError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}")
     p = PRESETS[preset]
     tile_size = int(tile_size)
     if tile_size % 2:
@@ -138,7 +152,7 @@ def architecture(preset: str, tile_size: int, in_channels: int, num_classes: int
         raise TilemapInputError(f"tile_size {tile_size} does not fit preset {preset!r}")
     return Architecture(
         preset, tile_size, int(in_channels), int(num_classes), stem, head,
-        p.widths, p.convs_per_stage, p.head_width,
+        p.widths, p.convs_per_stage, p.head_width, activation,
     )
 
 
@@ -158,6 +172,15 @@ def build_network(arch: Architecture) -> nn.Sequential:
     layers += _conv_block(cin, arch.head_width, arch.head_kernel)
     layers.append(nn.Conv2d(arch.head_width, arch.num_classes, 1))
     return nn.Sequential(*layers)
+
+
+def output_activation(arch: Architecture) -> nn.Module:
+    """The module that turns ``arch``'s logits (N, classes, ...) into scores."""
+    if arch.activation == "sigmoid":
+        return nn.Sigmoid()
+    if arch.activation == "softmax":
+        return nn.Softmax(dim=1)
+    raise TilemapInputError(f"unknown activation {arch.activation!r}; choose one of {list(ACTIVATIONS)}")
 
 
 def fuse_for_inference(net: nn.Sequential) -> nn.Sequential:

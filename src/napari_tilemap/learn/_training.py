@@ -17,7 +17,7 @@ from .._errors import TilemapInputError
 from .._progress import Cancelled, CancelToken, is_cancelled
 from ._devices import release_memory, resolve_device
 from ._model import TileClassifier, _Normalise
-from ._networks import architecture
+from ._networks import ACTIVATIONS, architecture
 from ._split import grouped_split, overlap_groups
 
 
@@ -63,6 +63,15 @@ class TrainConfig:
     samples_per_epoch: int = 1024
     device: str = "auto"
     seed: int = 0
+    loss: str = "softmax"
+    """``"softmax"``: cross-entropy, a tile's scores sum to 1 (every tile is one of the classes).
+    ``"sigmoid"``: one-vs-rest binary cross-entropy on one-hot targets; each class scores on its
+    own, so a tile unlike every painted class scores low for all (and a reject threshold can call
+    it unknown). The model's output activation is the loss's name."""
+
+
+LOSSES = ACTIVATIONS
+"""The choices of :attr:`TrainConfig.loss`: ``("softmax", "sigmoid")``."""
 
 
 class TrainingRun:
@@ -93,7 +102,7 @@ class TrainingRun:
     def __init__(self, tiles, config: TrainConfig | None = None, *, init_model: TileClassifier | None = None, **kw) -> None:
         self.config = TrainConfig(**{**asdict(config or TrainConfig()), **kw})
         _check_config(self.config)
-        _check_tiles(tiles, init_model)
+        _check_tiles(tiles, init_model, self.config.loss)
         self.tiles = tiles
         self.init_model = init_model
         self.model: TileClassifier | None = None
@@ -126,7 +135,7 @@ class TrainingRun:
             x = tiles.windows[train_idx]
             mean = x.mean(axis=(0, 1, 2))
             std = np.maximum(x.std(axis=(0, 1, 2)), 1e-6 * np.maximum(1.0, np.abs(mean)))
-            arch = architecture(cfg.preset, tiles.tile_size, tiles.in_channels, k)
+            arch = architecture(cfg.preset, tiles.tile_size, tiles.in_channels, k, activation=cfg.loss)
             model = TileClassifier.create(arch, tiles.class_table, mean, std)
         self.model = model
         net = nn.Sequential(_Normalise(model.mean, model.std), model.network).to(device, memory_format=torch.channels_last)
@@ -143,7 +152,7 @@ class TrainingRun:
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * batches)
         amp = _autocast(device)
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = _loss_function(cfg.loss, k)
 
         best_loss, best_state, since_best = math.inf, None, 0
         try:
@@ -171,7 +180,9 @@ class TrainingRun:
                     total += value * len(sel)
                     yield BatchProgress(epoch, b + 1, batches, value)
                 train_loss = total / n_samples
-                val_loss, acc, recall, confusion = _evaluate(net, x_centre[val_idx], y_all[val_idx], device, amp, k)
+                val_loss, acc, recall, confusion = _evaluate(
+                    net, x_centre[val_idx], y_all[val_idx], device, amp, k, loss_fn
+                )
                 score = val_loss if len(val_idx) else train_loss
                 best = score < best_loss
                 if best:
@@ -223,7 +234,9 @@ def train(
     **kw
         Fields of :class:`TrainConfig`: ``preset`` ({'small', 'medium', 'large'}),
         ``epochs`` (20), ``batch_size``, ``lr``, ``weight_decay``, ``val_fraction``,
-        ``patience``, ``augment``, ``samples_per_epoch``, ``device`` ('auto'), ``seed`` (0).
+        ``patience``, ``augment``, ``samples_per_epoch``, ``device`` ('auto'), ``seed`` (0),
+        ``loss`` ({'softmax', 'sigmoid'}, 'softmax'; 'sigmoid' trains one-vs-rest so that tiles
+        unlike every class score low for all of them).
 
     Returns
     -------
@@ -280,8 +293,23 @@ def _random_dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def _evaluate(net, x, y, device, amp, k: int) -> tuple[float, float, list[float], np.ndarray]:
-    """Validation loss, accuracy, recall per class and the confusion matrix (true × predicted)."""
+def _loss_function(loss: str, k: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss on (N, k) float32 logits and (N,) int64 classes.
+
+    ``"softmax"``: cross-entropy. ``"sigmoid"``: binary cross-entropy of every logit against the
+    one-hot target, averaged over tiles and classes. The sampler draws every class equally often,
+    so each output sees 1/k positives; no ``pos_weight`` is added, as raising the positives'
+    weight would lift every class's score on tiles unlike all of them.
+    """
+    if loss == "softmax":
+        return nn.CrossEntropyLoss()
+    bce = nn.BCEWithLogitsLoss()
+    return lambda logits, y: bce(logits, nn.functional.one_hot(y, k).to(logits.dtype))
+
+
+def _evaluate(net, x, y, device, amp, k: int, loss_fn=None) -> tuple[float, float, list[float], np.ndarray]:
+    """Validation loss (``loss_fn``, cross-entropy by default), accuracy, recall per class and the
+    confusion matrix (true × predicted); the predicted class is the largest logit."""
     if len(x) == 0:
         return math.nan, math.nan, [math.nan] * k, np.zeros((k, k), np.int64)
     net.eval()
@@ -290,7 +318,7 @@ def _evaluate(net, x, y, device, amp, k: int) -> tuple[float, float, list[float]
         for i in range(0, len(x), 256):
             logits.append(net(x[i : i + 256].to(device))[:, :, 0, 0].float().cpu())
     logits_t = torch.cat(logits)
-    loss = float(nn.functional.cross_entropy(logits_t, y))
+    loss = float((loss_fn or nn.functional.cross_entropy)(logits_t, y))
     pred = logits_t.argmax(1)
     recall = [
         float((pred[y == c] == c).float().mean()) if bool((y == c).any()) else math.nan for c in range(k)
@@ -308,9 +336,11 @@ def _check_config(cfg: TrainConfig) -> None:
         raise TilemapInputError(f"val_fraction must lie in [0, 1), got {cfg.val_fraction}")
     if cfg.lr <= 0:
         raise TilemapInputError(f"lr must be positive, got {cfg.lr}")
+    if not isinstance(cfg.loss, str) or cfg.loss not in LOSSES:
+        raise TilemapInputError(f"loss must be one of {list(LOSSES)}, got {cfg.loss!r}")
 
 
-def _check_tiles(tiles, init_model: TileClassifier | None) -> None:
+def _check_tiles(tiles, init_model: TileClassifier | None, loss: str = "softmax") -> None:
     present = np.unique(tiles.classes)
     if len(present) < 2:
         raise TilemapInputError(
@@ -326,6 +356,11 @@ def _check_tiles(tiles, init_model: TileClassifier | None) -> None:
             raise TilemapInputError(
                 f"cannot fine-tune: the model's classes {init_model.class_table.values} differ from the "
                 f"tiles' classes {tiles.class_table.values}; extract tiles with class_table=model.class_table"
+            )
+        if init_model.activation != loss:
+            raise TilemapInputError(
+                f"cannot fine-tune a model trained with loss={init_model.activation!r} with loss={loss!r}; "
+                f"pass loss={init_model.activation!r}, or train a new model"
             )
 
 

@@ -41,12 +41,13 @@ def read_window(image, row_idx: np.ndarray, col_idx: np.ndarray) -> np.ndarray:
 
 
 def dense_scores(net: torch.nn.Module, window: np.ndarray, device: torch.device | None = None) -> np.ndarray:
-    """Class probabilities for every tile position in ``window`` (or a stack of equal windows).
+    """Class scores for every tile position in ``window`` (or a stack of equal windows).
 
     Parameters
     ----------
     net : torch.nn.Module
-        An inference network from :meth:`TileClassifier.inference_network`.
+        An inference network from :meth:`TileClassifier.inference_network`; it ends in the
+        model's output activation (softmax or sigmoid), and its output is returned as it is.
     window : ndarray of shape ([N,] (rows-1)*S + T, (cols-1)*S + T, C)
         Raw image intensities including the halo.
 
@@ -61,5 +62,5 @@ def dense_scores(net: torch.nn.Module, window: np.ndarray, device: torch.device 
     x = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))
     x = x.permute(0, 3, 1, 2) if batch else x.permute(2, 0, 1)[None]
     with torch.inference_mode():
-        out = torch.softmax(net(x.to(device, non_blocking=True)).float(), 1).cpu().numpy()
+        out = net(x.to(device, non_blocking=True)).float().cpu().numpy()
     return out if batch else out[0]

@@ -26,6 +26,7 @@ from ._mapstore import (
     is_map_store,
     read_attrs,
     remove_store,
+    set_threshold_attrs,
     store_attrs,
     update_attrs,
 )
@@ -97,7 +98,9 @@ def prepare_output(output: Path, geometry, class_table, *, cells: int, scores_dt
             if todo and attrs.get("complete"):  # marked complete with blocks missing: finish it now
                 import zarr
 
-                update_attrs(zarr.open_group(str(output), mode="r+"), complete=False)
+                group = zarr.open_group(str(output), mode="r+")
+                set_threshold_attrs(group, None)  # its thresholded classes were made from the missing blocks
+                update_attrs(group, complete=False)
             return output, todo
         if difference is not None and not overwrite:
             raise MapStoreError(

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .._classes import ClassTable
+from .._classes import (
+    RGBA,
+    UNKNOWN,
+    UNKNOWN_COLOR,
+    UNKNOWN_NAME,
+    ClassTable,
+    unknown_entry,
+)
 from .._errors import MapStoreError
 from .._geometry import MapGeometry
+from ._threshold import (
+    Threshold,
+    lazy_levels,
+    normalize_threshold,
+    threshold_classes,
+    threshold_from_attr,
+    threshold_to_attr,
+    unknown_levels,
+)
 
 STORE_VERSION = 1
 
@@ -24,7 +41,8 @@ class ClassificationMap:
     scores : array of shape (classes, H', W')
         Class probabilities (numpy in memory, or a zarr array backed by the store).
     classes : array of shape (H', W'), uint8
-        Best class per cell, written as the label value painted for it (0 = background).
+        Class per cell, written as the label value painted for it (0 = background): the
+        best class, or :data:`~._classes.UNKNOWN` (255) where a threshold rejected it.
     geometry : MapGeometry
         Step, tile size, offset and image shape.
     class_table : ClassTable
@@ -33,6 +51,17 @@ class ClassificationMap:
         The map store the arrays live in, if any.
     complete : bool
         False while a store is still being written (or was interrupted).
+    threshold : float or dict, optional
+        The reject threshold applied to ``classes`` (normalised: a float, or
+        ``{label value: float}`` for every class); None when not thresholded.
+    best_classes : array of shape (H', W'), uint8, optional
+        The best class per cell before any threshold (the store's ``classes``); defaults
+        to ``classes``.
+
+    Examples
+    --------
+    >>> strict = cmap.with_threshold(0.8)                  # doctest: +SKIP
+    >>> np.asarray(strict.classes[:100, :100])              # doctest: +SKIP
     """
 
     scores: object
@@ -41,6 +70,12 @@ class ClassificationMap:
     class_table: ClassTable
     path: Path | None = None
     complete: bool = True
+    threshold: Threshold | None = None
+    best_classes: object = None
+
+    def __post_init__(self) -> None:
+        if self.best_classes is None:
+            self.best_classes = self.classes
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -64,18 +99,78 @@ class ClassificationMap:
         return self.geometry.layer_transform(image_scale, image_translate)
 
     def attrs(self) -> dict:
-        """The store's ``tilemap`` group attribute."""
-        return store_attrs(self.geometry, self.class_table, self.complete)
+        """The store's ``tilemap`` group attribute (``threshold`` None when not thresholded)."""
+        return store_attrs(self.geometry, self.class_table, self.complete, threshold=self.threshold)
+
+    def with_threshold(self, threshold) -> ClassificationMap:
+        """This map with cells whose best score is below ``threshold`` set to *unknown* (255).
+
+        The network does not run again: a cell keeps its best class when the best score
+        (the maximum over classes; scores need not sum to 1) is at least the threshold of
+        that predicted class, and becomes :data:`~._classes.UNKNOWN` otherwise. ``scores``
+        are unchanged. A threshold replaces any earlier one (it applies to the best
+        classes, never to already thresholded ones).
+
+        Parameters
+        ----------
+        threshold : float or dict
+            A float in [0, 1] for every class, or per-class thresholds
+            ``{class name or label value: float in [0, 1]}``; classes missing from the dict
+            get 0 (never unknown). A threshold of 0 never makes a cell unknown.
+
+        Returns
+        -------
+        ClassificationMap
+            With ``threshold`` recorded. In memory ``classes`` is numpy; for a map backed by
+            a store it is a lazy dask array with the store's chunks: nothing is read until it
+            is indexed, and then only the chunks of ``classes`` and ``scores`` it covers.
+            :func:`write_threshold` stores a threshold in the store itself.
+
+        Raises
+        ------
+        TilemapInputError
+            ``threshold`` is not a number or dict, lies outside [0, 1], or names no class.
+
+        Examples
+        --------
+        >>> strict = cmap.with_threshold(0.8)                      # doctest: +SKIP
+        >>> per_class = cmap.with_threshold({"pit": 0.9, 2: 0.6})  # doctest: +SKIP
+        """
+        norm = normalize_threshold(threshold, self.class_table)
+        classes = threshold_classes(self.best_classes, self.scores, norm)
+        return dataclasses.replace(self, classes=classes, threshold=norm, best_classes=self.best_classes)
+
+    def without_threshold(self) -> ClassificationMap:
+        """This map with its best classes and no threshold."""
+        return dataclasses.replace(self, classes=self.best_classes, threshold=None, best_classes=self.best_classes)
+
+    def legend(self) -> list[tuple[int, str, RGBA]]:
+        """``(label value, name, colour)`` of every value ``classes`` may hold: the classes of
+        the table, then *unknown* (255) when the map is thresholded."""
+        t = self.class_table
+        entries = list(zip(t.values, t.names, t.colors))
+        if self.threshold is not None:
+            entries.append((UNKNOWN, UNKNOWN_NAME, UNKNOWN_COLOR))
+        return entries
 
 
-def store_attrs(geometry: MapGeometry, class_table: ClassTable, complete: bool, run: dict | None = None) -> dict:
+def store_attrs(
+    geometry: MapGeometry,
+    class_table: ClassTable,
+    complete: bool,
+    run: dict | None = None,
+    threshold: Threshold | None = None,
+) -> dict:
     """The ``tilemap`` attribute for a store of ``geometry`` and ``class_table``.
 
     ``run`` records what produced the map (model digest, block size, dtype) so that an
-    interrupted run can be recognised and resumed.
+    interrupted run can be recognised and resumed. ``threshold`` (normalised) is the reject
+    threshold of the stored ``classes_unknown`` arrays, None for none; a thresholded map
+    also names value 255 in ``unknown``. The class table itself (``class_names``,
+    ``colors``, ``values``) is always the model's: one entry per network output.
     """
     table = class_table.to_dict()
-    return {
+    attrs = {
         "version": STORE_VERSION,
         **geometry.to_attrs(),
         "class_names": table["class_names"],
@@ -84,7 +179,21 @@ def store_attrs(geometry: MapGeometry, class_table: ClassTable, complete: bool, 
         "complete": bool(complete),
         "run": run or {},
         "pyramid_levels": 0,
+        "threshold": threshold_to_attr(threshold),
     }
+    if threshold is not None:
+        attrs["unknown"] = unknown_entry()
+    return attrs
+
+
+def set_threshold_attrs(group, threshold: Threshold | None) -> None:
+    """Record ``threshold`` (normalised; None: no threshold) in the store's ``tilemap`` attribute."""
+    attrs = dict(group.attrs["tilemap"])
+    attrs["threshold"] = threshold_to_attr(threshold)
+    attrs.pop("unknown", None)
+    if threshold is not None:
+        attrs["unknown"] = unknown_entry()
+    group.attrs["tilemap"] = attrs
 
 
 def chunk_codecs() -> dict:
@@ -193,6 +302,11 @@ def read_attrs(path) -> dict:
 def open_map(path) -> ClassificationMap:
     """Open a map store lazily: arrays stay on disk as zarr arrays.
 
+    A store thresholded with :func:`write_threshold` opens thresholded: ``classes`` holds
+    255 (*unknown*) where the recorded ``threshold`` rejected the best class, and
+    ``best_classes`` the store's ``classes``. Stores without a threshold record (older ones
+    included) open with their best classes and ``threshold`` None.
+
     Examples
     --------
     >>> cmap = open_map("map.zarr")   # doctest: +SKIP
@@ -204,15 +318,49 @@ def open_map(path) -> ClassificationMap:
     group = zarr.open_group(str(path), mode="r")
     geometry = MapGeometry(int(attrs["tile_size"]), int(attrs["step"]), tuple(attrs["image_shape"]))
     table = ClassTable.from_dict(attrs)
-    return ClassificationMap(group["scores"], group["classes"], geometry, table, Path(path), bool(attrs.get("complete", True)))
+    cmap = ClassificationMap(group["scores"], group["classes"], geometry, table, Path(path),
+                             bool(attrs.get("complete", True)))
+    threshold = threshold_from_attr(attrs.get("threshold"), table, repr(str(path)))
+    if threshold is None:
+        return cmap
+    stored = unknown_levels(group, attrs)
+    if stored is None:  # not (yet) written, or the store is being finished: compute it lazily
+        return cmap.with_threshold(threshold)
+    return dataclasses.replace(cmap, classes=stored[0], threshold=threshold, best_classes=cmap.classes)
 
 
-def pyramid_levels(path) -> tuple[list, list]:
-    """The ``classes`` and ``scores`` arrays of every stored resolution level, finest first."""
+STORED = "stored"
+"""For :func:`pyramid_levels`: the classes as the store records them (thresholded or not)."""
+
+
+def pyramid_levels(path, threshold=STORED) -> tuple[list, list]:
+    """The ``classes`` and ``scores`` arrays of every stored resolution level, finest first.
+
+    Parameters
+    ----------
+    path : str or Path
+        A map store.
+    threshold : "stored", None, float or dict
+        Which classes: ``"stored"`` (the default) those :func:`open_map` gives, thresholded
+        when the store records a threshold; None the best classes; a threshold those
+        thresholded by it: the stored ``classes_unknown_i`` when the store records this
+        very threshold, otherwise lazy dask arrays (level i is level 0 at every 2**i-th
+        cell, the rule of the stored pyramid).
+    """
     import zarr
 
     attrs = read_attrs(path)
     group = zarr.open_group(str(path), mode="r")
     n = int(attrs.get("pyramid_levels", 0))
     names = [""] + [f"_{i}" for i in range(1, n + 1)]
-    return [group["classes" + s] for s in names], [group["scores" + s] for s in names]
+    best, scores = [group["classes" + s] for s in names], [group["scores" + s] for s in names]
+    table = ClassTable.from_dict(attrs)
+    recorded = threshold_from_attr(attrs.get("threshold"), table, repr(str(path)))
+    wanted = recorded if isinstance(threshold, str) and threshold == STORED else (
+        None if threshold is None else normalize_threshold(threshold, table))
+    if wanted is None:
+        return best, scores
+    stored = unknown_levels(group, attrs) if wanted == recorded else None
+    if stored is not None:
+        return stored, scores
+    return lazy_levels(threshold_classes(group["classes"], group["scores"], wanted), n), scores

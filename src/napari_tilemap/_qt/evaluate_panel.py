@@ -1,0 +1,181 @@
+"""Evaluate: measure the model against a labels layer of truth, in a worker thread with Stop."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+    TextEdit,
+)
+from napari.layers import Image, Labels
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+
+from ..analysis._evaluate import evaluate
+from ..analysis._report import write_report
+from . import _notify
+from ._layers import check_2d, full_resolution, layer_combo, plane_shape
+from .plot import EvaluationPlot
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Frozen snapshot of the evaluation controls."""
+
+    unlabelled: str
+    threshold: float | None
+    block_size: int
+    device: str
+
+
+@thread_worker
+def _evaluate_job(model, image, truth, params: EvaluateParams, cancel: threading.Event):
+    """Worker body: yields progress events while ``evaluate`` runs; returns the Evaluation."""
+    events: queue.Queue = queue.Queue()
+    with ThreadPoolExecutor(1, thread_name_prefix="tilemap-evaluate") as pool:
+        future = pool.submit(
+            evaluate, model, image, truth, unlabelled=params.unlabelled, threshold=params.threshold,
+            block_size=params.block_size, device=params.device, callback=events.put, cancel=cancel,
+        )
+        while not (future.done() and events.empty()):
+            try:
+                yield events.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        return future.result()
+
+
+class EvaluatePanel(Container):
+    """Image and truth layers, how to read the truth, a reject threshold; tables, plots and a report."""
+
+    def __init__(self, viewer, session) -> None:
+        self.viewer, self.session = viewer, session
+        self.image = layer_combo(viewer, Image, "image")
+        self.truth = layer_combo(viewer, Labels, "truth labels")
+        self.unlabelled = ComboBox(
+            label="unlabelled pixels", value="background",
+            choices=[("are background (full truth)", "background"), ("are ignored (sparse painting)", "ignore")],
+        )
+        self.threshold = FloatSpinBox(label="reject threshold", value=0.0, min=0.0, max=1.0, step=0.05)
+        self.block_size = SpinBox(label="block size", value=1024, min=64, max=16384, step=64)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.evaluate = PushButton(text="Evaluate")
+        self.stop = PushButton(text="Stop", enabled=False)
+        self.status = Label(value="")
+        self.summary = TextEdit(value="")
+        self.summary.native.setReadOnly(True)
+        self.summary.native.setLineWrapMode(self.summary.native.LineWrapMode.NoWrap)
+        font = self.summary.native.font()
+        font.setFamily("monospace")
+        self.summary.native.setFont(font)
+        self.plot = EvaluationPlot()
+        self.report_dir = FileEdit(label="report folder", mode="d")
+        self.save = PushButton(text="Save report")
+        super().__init__(widgets=[
+            self.image, self.truth, self.unlabelled, self.threshold, self.block_size, self.device, self.evaluate,
+            self.stop, self.status, self.plot, self.summary, self.report_dir, self.save,
+        ])
+        self.tooltips()
+        self.worker = None
+        self.result = None
+        self._cancel = threading.Event()
+        self._bar = None
+        self.evaluate.clicked.connect(self.start)
+        self.stop.clicked.connect(self.request_stop)
+        self.save.clicked.connect(self.save_report)
+
+    def tooltips(self) -> None:
+        self.truth.tooltip = "A labels layer with the true class values (as painted) for every pixel that counts"
+        self.unlabelled.tooltip = ("Full truth: value 0 is background and is scored. Sparse painting: only "
+                                   "painted pixels are scored")
+        self.threshold.tooltip = "Cells whose best score is below this are 'unknown' (0: no threshold)"
+
+    def params(self) -> EvaluateParams:
+        threshold = float(self.threshold.value)
+        return EvaluateParams(self.unlabelled.value, threshold if threshold > 0 else None,
+                              int(self.block_size.value), self.device.value)
+
+    def start(self):
+        """Evaluate the current model on the chosen image against the chosen truth."""
+        model, image, truth = self.session.model, self.image.value, self.truth.value
+        if model is None:
+            _notify.error("No model: train one (Train tab) or load a model file first.")
+            return None
+        if image is None or truth is None:
+            _notify.error("Choose an image layer and a labels layer holding the truth.")
+            return None
+        try:
+            check_2d(image)
+            check_2d(truth)
+            if plane_shape(image) != plane_shape(truth):
+                raise ValueError(f"the truth {truth.name!r} has shape {plane_shape(truth)} but the image "
+                                 f"{image.name!r} has {plane_shape(image)}; choose the labels drawn on this image")
+        except ValueError as err:
+            _notify.error(f"Evaluation: {err}")
+            return None
+        self._cancel = threading.Event()
+        self.result = None
+        self.worker = _evaluate_job(model, full_resolution(image), truth.data, self.params(), self._cancel)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_done)
+        self.worker.errored.connect(lambda err: _notify.error(f"Evaluation failed: {err}"))
+        self.worker.finished.connect(self._on_finished)
+        self.evaluate.enabled, self.stop.enabled = False, True
+        self.status.value = "Evaluating…"
+        self.worker.start()
+        return self.worker
+
+    def request_stop(self) -> None:
+        self._cancel.set()
+        self.status.value = "Stopping…"
+
+    def _on_progress(self, event) -> None:
+        if self._bar is None or self._bar.desc != f"tilemap: {event.stage}":
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = progress(total=event.total, desc=f"tilemap: {event.stage}")
+        self.status.value = f"{event.stage}: {event.done}/{event.total}"
+        self._bar.n = event.done
+        self._bar.refresh()  # last: napari's progress processes Qt events
+
+    def _on_done(self, result) -> None:
+        self.result = result
+        self.summary.value = result.summary()
+        self.plot.show(result)
+        self.status.value = "Evaluated: " + result.summary().splitlines()[0]
+
+    def _on_finished(self) -> None:
+        if self.result is None and self._cancel.is_set():
+            self.status.value = "Stopped; nothing was measured."
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.evaluate.enabled, self.stop.enabled = True, False
+        self.worker = None
+
+    def save_report(self) -> None:
+        if self.result is None:
+            _notify.error("Evaluate first, then save the report.")
+            return
+        folder = str(self.report_dir.value)
+        if folder in ("", "."):
+            _notify.error("Choose a report folder.")
+            return
+        try:
+            paths = write_report(self.result, Path(folder))
+        except (ValueError, OSError) as err:
+            _notify.error(f"Report: {err}")
+            return
+        self.status.value = f"Wrote {len(paths)} files to {folder}"
+        _notify.info(self.status.value)

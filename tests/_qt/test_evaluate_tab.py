@@ -1,0 +1,75 @@
+"""The Evaluate tab, driven through its own controls in a real viewer."""
+
+import json
+
+import numpy as np
+
+from napari_tilemap.analysis._evaluate import evaluate
+
+from .conftest import wait_for
+
+
+def test_evaluate_shows_the_figures_of_the_api_and_saves_a_report(dock, qtbot, small_sample, random_model,
+                                                                  notifications, tmp_path):
+    viewer, w = dock
+    model = random_model("small", 32, 1)
+    w.session.model = model
+    image = viewer.add_image(small_sample.image, name="surface")
+    truth = viewer.add_labels(small_sample.truth, name="truth")
+    panel = w.evaluation
+    panel.image.value, panel.truth.value = image, truth
+    panel.device.value = "cpu"
+    panel.threshold.value = 0.4
+    panel.evaluate.clicked()
+    assert panel.worker is not None
+    wait_for(qtbot, panel)
+    assert not notifications["error"], notifications
+    expected = evaluate(model, small_sample.image, small_sample.truth, threshold=0.4, device="cpu")
+    np.testing.assert_array_equal(panel.result.confusion, expected.confusion)
+    assert panel.summary.value == expected.summary()
+    assert list(panel.plot.figures) == ["confusion", "scores", "precision–recall"]
+    assert panel.plot.tabs.count() == 3
+
+    panel.report_dir.value = tmp_path / "report"
+    panel.save.clicked()
+    saved = json.loads((tmp_path / "report" / "evaluation.json").read_text())
+    assert saved == json.loads(json.dumps(expected.to_dict()))
+    assert (tmp_path / "report" / "confusion.png").stat().st_size > 0
+
+
+def test_evaluate_refuses_a_truth_of_another_shape_with_a_notification(dock, small_sample, random_model,
+                                                                       notifications):
+    viewer, w = dock
+    w.session.model = random_model("small", 32, 1)
+    panel = w.evaluation
+    panel.image.value = viewer.add_image(small_sample.image, name="surface")
+    panel.truth.value = viewer.add_labels(small_sample.truth[:100], name="truth")
+    assert panel.start() is None
+    assert "has shape (100, 320)" in notifications["error"][-1]
+
+
+def test_the_threshold_slider_recolours_the_map_from_its_scores(dock, qtbot, small_sample, random_model,
+                                                                notifications):
+    from napari_tilemap._classes import UNKNOWN, UNKNOWN_COLOR
+
+    viewer, w = dock
+    model = random_model("small", 32, 1)
+    model.network[-1].weight.data *= 100  # spread the untrained model's scores (all near 1/3 otherwise)
+    w.session.model = model
+    w.prediction.image.value = viewer.add_image(small_sample.image, name="surface")
+    w.prediction.device.value = "cpu"
+    w.prediction.predict.clicked()
+    wait_for(qtbot, w.prediction)
+    layer = viewer.layers["surface map classes"]
+    best = np.asarray(layer.data).copy()
+    scores = np.asarray(w.session.map.scores)
+    t = round(float(np.median(scores.max(0))), 2)
+    w.prediction.threshold.value = t
+    expected = np.where(scores.max(0) >= t, best, UNKNOWN)
+    assert (expected == UNKNOWN).any() and (expected != UNKNOWN).any()
+    np.testing.assert_array_equal(np.asarray(layer.data), expected)
+    np.testing.assert_allclose(np.ravel(layer.colormap.map(UNKNOWN)), UNKNOWN_COLOR, atol=1e-6)
+    assert "unknown" in list(layer.features["class"])
+    w.prediction.threshold.value = 0.0
+    np.testing.assert_array_equal(np.asarray(layer.data), best)
+    assert not notifications["error"], notifications
