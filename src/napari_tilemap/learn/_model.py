@@ -136,7 +136,7 @@ class TileClassifier:
 
     def save(self, path) -> None:
         """Write the model to a single ``.tilemap`` file (safetensors + JSON, no pickle)."""
-        from ._modelfile import save_model
+        from ._modelwriter import save_model
 
         save_model(self, path)
 

@@ -8,7 +8,6 @@ that architecture, and the weights must be finite and unable to overflow.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import reprlib
@@ -24,9 +23,9 @@ from .._classes import ClassTable
 from .._errors import ModelFileError, TilemapInputError
 from ..io._images import MAX_CHANNELS
 from ._model import TileClassifier
+from ._modelwriter import FORMAT, model_digest, model_to_bytes, save_model  # noqa: F401 (re-exported)
 from ._networks import ACTIVATIONS, PRESETS, Architecture, _tile_size, architecture
 
-FORMAT = "napari-tilemap-model"
 VERSION = 2
 """The newest format version this module reads. A file carries the oldest version that can
 read it: 1 for softmax models (whose metadata has no ``activation``, byte for byte as before
@@ -41,41 +40,6 @@ _DTYPE_NAMES = {torch.float32: "F32", torch.int64: "I64"}
 _REPR = reprlib.Repr()  # bounded, one-line reprs of what a file holds, for messages
 _REPR.maxstring = _REPR.maxother = 40
 _short = _REPR.repr
-
-
-def model_to_bytes(model: TileClassifier) -> bytes:
-    """The model as the bytes of a ``.tilemap`` file (also what dask workers receive)."""
-    from safetensors.torch import save
-
-    arch = model.arch.to_dict()
-    if arch["activation"] == "softmax":
-        del arch["activation"]  # the version-1 layout: softmax models' bytes did not change
-    meta = {
-        "format": FORMAT,
-        "version": 1 if "activation" not in arch else 2,
-        "architecture": arch,
-        "class_table": model.class_table.to_dict(),
-        "normalisation": {"mean": model.mean.tolist(), "std": model.std.tolist()},
-        "record": model.record,
-    }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
-    return save(tensors, metadata={"tilemap": json.dumps(meta)})
-
-
-def model_digest(payload: bytes) -> str:
-    """SHA-256 of a model's bytes: identifies the model in a map store's run record."""
-    return hashlib.sha256(payload).hexdigest()
-
-
-def save_model(model: TileClassifier, path) -> None:
-    """Write ``model`` to ``path`` atomically (a partial file never replaces a good one)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_bytes(model_to_bytes(model))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_model(path: str | os.PathLike) -> TileClassifier:

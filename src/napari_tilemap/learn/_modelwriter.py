@@ -1,0 +1,54 @@
+"""Writing model files (``*.tilemap``): safetensors weights with JSON metadata.
+
+Reading and checking them is :mod:`._modelfile`'s job; this module knows nothing of
+:class:`TileClassifier` beyond its attributes, so the model can save itself without an
+import circle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._model import TileClassifier
+
+FORMAT = "napari-tilemap-model"
+
+
+def model_to_bytes(model: TileClassifier) -> bytes:
+    """The model as the bytes of a ``.tilemap`` file (also what dask workers receive)."""
+    from safetensors.torch import save
+
+    arch = model.arch.to_dict()
+    if arch["activation"] == "softmax":
+        del arch["activation"]  # the version-1 layout: softmax models' bytes did not change
+    meta = {
+        "format": FORMAT,
+        "version": 1 if "activation" not in arch else 2,
+        "architecture": arch,
+        "class_table": model.class_table.to_dict(),
+        "normalisation": {"mean": model.mean.tolist(), "std": model.std.tolist()},
+        "record": model.record,
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+    return save(tensors, metadata={"tilemap": json.dumps(meta)})
+
+
+def model_digest(payload: bytes) -> str:
+    """SHA-256 of a model's bytes: identifies the model in a map store's run record."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+def save_model(model: TileClassifier, path) -> None:
+    """Write ``model`` to ``path`` atomically (a partial file never replaces a good one)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_bytes(model_to_bytes(model))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
