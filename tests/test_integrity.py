@@ -512,3 +512,52 @@ def test_input_messages_say_what_is_wrong(tmp_path):
     with pytest.raises(TilemapInputError, match="not a valid PNG image or the file is damaged") as err:
         open_image(tmp_path / "bad.png")
     assert "\n" not in str(err.value) and "plugin" not in str(err.value)
+
+
+def test_a_failing_callback_releases_the_output_at_once(two_models, tmp_path):
+    a, _ = two_models
+    out = tmp_path / "m.zarr"
+
+    def closed_widget(event):
+        raise RuntimeError("the progress bar was closed")
+
+    with pytest.raises(RuntimeError, match="progress bar") as failure:
+        predict(a, image_of(19), out=out, block_size=40, device="cpu", callback=closed_widget)
+    cmap = predict(a, image_of(19), out=out, block_size=40, device="cpu")  # the failure is still referenced
+    assert cmap.complete and failure.value is not None
+
+
+@pytest.mark.parametrize("spec", ["path", "array object"])
+def test_a_zarr_image_edited_in_place_is_refused(two_models, tmp_path, spec):
+    a, _ = two_models
+    image = image_of(20, (560, 400))
+    z = zarr.open_array(str(tmp_path / "img.zarr"), mode="w", shape=image.shape, chunks=(128, 128), dtype="uint8")
+    z[...] = image
+    source = tmp_path / "img.zarr" if spec == "path" else zarr.open_array(str(tmp_path / "img.zarr"), mode="r")
+    out = tmp_path / "m.zarr"
+    predict(a, source, out=out, block_size=80, device="cpu")
+    time.sleep(0.01)
+    z[80:150, 100:300] = 255 - image[80:150, 100:300]  # between the sampled windows: only chunk mtimes change
+    with pytest.raises(MapStoreError, match="another image"):
+        predict(a, source, out=out, block_size=80, device="cpu")
+
+
+def test_a_scheduler_address_that_never_answers_ends_in_one_line(two_models, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    import socket
+
+    import dask
+
+    np.save(tmp_path / "img.npy", image_of(21))
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never says a word
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+            code = main(["predict", str(tmp_path / "a.tilemap"), str(tmp_path / "img.npy"), "-o",
+                         str(tmp_path / "m.zarr"), "--device", "cpu",
+                         "--scheduler", f"tcp://127.0.0.1:{silent.getsockname()[1]}"])
+    finally:
+        silent.close()
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "no answer in 7 s" in err, err
+    with OutputLock(tmp_path / "m.zarr"):  # the output is free again
+        pass

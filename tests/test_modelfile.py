@@ -389,3 +389,22 @@ def test_any_bytes_load_as_a_sound_model_or_are_refused(random_model, tmp_path, 
             np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-4)
         else:  # sigmoid: one independent score per class
             assert ((got >= 0) & (got <= 1)).all()
+
+
+def test_a_version_1_file_cannot_claim_sigmoid_scores(random_model, tmp_path):
+    from napari_tilemap.learn._model import TileClassifier
+
+    soft = random_model("small", 18, 1)
+    arch = architecture("small", 18, 1, 3, "sigmoid")
+    sigmoid = TileClassifier(arch, soft.class_table, soft.mean, soft.std, soft.network)
+    data = model_to_bytes(sigmoid)
+    assert model_from_bytes(data).activation == "sigmoid"
+    with pytest.raises(ModelFileError, match="format version 1 cannot hold sigmoid scores"):
+        model_from_bytes(_edit(data, "version", 1))
+
+
+def test_a_changed_weight_byte_is_caught_by_the_checksum(random_model):
+    data = bytearray(model_to_bytes(random_model("small", 18, 1)))
+    data[-100] ^= 0x59  # one byte of a weight: still a finite, valid-looking model
+    with pytest.raises(ModelFileError, match="do not match their checksum"):
+        model_from_bytes(bytes(data), name="'m.tilemap'")

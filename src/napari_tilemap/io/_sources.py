@@ -8,6 +8,7 @@ dask worker and reopened there.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -96,17 +97,22 @@ class ImageSource:
         """What identifies this image in a map store's run record.
 
         Shape, channels and dtype; for a file its absolute path, size and modification
-        time; and a SHA-256 of the pixels: all of them for an in-memory numpy array, a
-        grid of sampled windows for lazy sources (files, zarr, dask). A map is resumed
-        or reused only when the fingerprint of its image is the same.
+        time, and for a folder (zarr, OME-Zarr, also behind a zarr array object) the count,
+        total size and latest modification time of its files, so that a chunk rewritten in
+        place is noticed; and a SHA-256 of the pixels: all of them for an in-memory numpy
+        array, a grid of sampled windows for lazy sources. A map is resumed or reused only
+        when the fingerprint of its image is the same. A dask array computed from sources
+        outside any file is known by its sampled windows alone.
         """
         record: dict = {"shape": list(self.shape), "channels": self.channels, "dtype": self.dtype.str}
-        if self.label is not None:
-            path = Path(self.spec)
+        path = Path(self.spec) if self.label is not None else _local_zarr_folder(self.spec)
+        if path is not None:
             record["path"] = str(path.resolve())
             if path.is_file():
                 st = path.stat()
                 record["size"], record["mtime_ns"] = st.st_size, st.st_mtime_ns
+            elif path.is_dir():
+                record["files"], record["size"], record["mtime_ns"] = _folder_stat(path)
         digest = hashlib.sha256()
         arr = self.array
         whole = type(arr) is np.ndarray
@@ -149,6 +155,29 @@ def open_image(source) -> ImageSource:
     ((40, 30), 3, (2, 2, 3))
     """
     return source if isinstance(source, ImageSource) else ImageSource(source)
+
+
+def _local_zarr_folder(arr) -> Path | None:
+    """The folder of a zarr array object stored on the local disk, if it is one."""
+    root = getattr(getattr(arr, "store", None), "root", None)
+    if root is None or not hasattr(arr, "path"):
+        return None
+    return Path(root) / str(arr.path)
+
+
+def _folder_stat(folder: Path) -> tuple[int, int, int]:
+    """(files, bytes, latest mtime_ns) of every file below ``folder``."""
+    files = size = latest = 0
+    stack = [str(folder)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    st = entry.stat()
+                    files, size, latest = files + 1, size + st.st_size, max(latest, st.st_mtime_ns)
+    return files, size, latest
 
 
 def _sample_windows(shape: tuple[int, int], grid: int = 4, side: int = 64) -> list[tuple[tuple[int, int], tuple[int, int]]]:

@@ -23,7 +23,13 @@ from .._classes import ClassTable
 from .._errors import ModelFileError, TilemapInputError
 from ..io._images import MAX_CHANNELS
 from ._model import TileClassifier
-from ._modelwriter import FORMAT, model_digest, model_to_bytes, save_model  # noqa: F401 (re-exported)
+from ._modelwriter import (  # noqa: F401
+    FORMAT,
+    model_digest,
+    model_to_bytes,
+    save_model,
+    weights_digest,
+)
 from ._networks import ACTIVATIONS, PRESETS, Architecture, _tile_size, architecture
 
 VERSION = 2
@@ -123,6 +129,8 @@ class _Plan:
 
     model: TileClassifier
     expected: dict[str, torch.Tensor]
+    checksum: str | None
+    """SHA-256 of the tensor data the writer recorded (files from before it did: None)."""
 
 
 def _not_a_model(name: str, problem: str) -> ModelFileError:
@@ -178,9 +186,17 @@ def _check_header_json(raw: bytes, size: int, name: str) -> _Plan:
             f"{name} has model format version {version}; this napari-tilemap reads up to {VERSION}: "
             "upgrade napari-tilemap"
         )
-    _check_keys(meta, {"format", "version", "architecture", "class_table", "normalisation"}, {"record"},
-                "the metadata", name)
+    _check_keys(meta, {"format", "version", "architecture", "class_table", "normalisation"},
+                {"record", "weights_sha256"}, "the metadata", name)
+    checksum = meta.get("weights_sha256")
+    if checksum is not None and not (isinstance(checksum, str) and len(checksum) == 64):
+        raise ModelFileError(f"{name}: weights_sha256 {_short(checksum)} is not a SHA-256 hex digest")
     arch = _architecture(meta["architecture"], name)
+    if arch.activation != "softmax" and version < 2:
+        raise ModelFileError(
+            f"{name}: format version {version} cannot hold {arch.activation} scores (version 2 can); "
+            "the file was altered or written by another program"
+        )
     table = _class_table(meta["class_table"], arch, name)
     mean, std = _normalisation(meta["normalisation"], arch, name)
     record = meta.get("record", {})
@@ -194,7 +210,7 @@ def _check_header_json(raw: bytes, size: int, name: str) -> _Plan:
         raise _not_a_model(
             name, f"it is {size} bytes, but its header describes {8 + len(raw) + data_bytes} (truncated or padded)"
         )
-    return _Plan(model, expected)
+    return _Plan(model, expected, checksum)
 
 
 def _json_type(x) -> str:
@@ -376,6 +392,8 @@ def _build(plan: _Plan, data: bytes, name: str) -> TileClassifier:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    if plan.checksum is not None and weights_digest(data) != plan.checksum:
+        raise ModelFileError(f"{name}: its weights do not match their checksum; the file was damaged or altered")
     try:
         tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError) as err:  # the header was checked: a parser disagreement

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,14 @@ def model_to_bytes(model: TileClassifier) -> bytes:
         "record": model.record,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+    meta["weights_sha256"] = weights_digest(save(tensors))  # the tensor data does not depend on the header
     return save(tensors, metadata={"tilemap": json.dumps(meta)})
+
+
+def weights_digest(data: bytes) -> str:
+    """SHA-256 of the tensor data of safetensors bytes (all that follows the header)."""
+    (n,) = struct.unpack("<Q", data[:8])
+    return hashlib.sha256(memoryview(data)[8 + n :]).hexdigest()
 
 
 def model_digest(payload: bytes) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import as_completed as local_as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,16 +200,18 @@ def predict(
         model, image, out, block_size=block_size, device=device, scores_dtype=scores_dtype, overwrite=overwrite,
         workers=workers, client=client, scheduler=scheduler, pyramid=pyramid,
     )
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(event)
-        if is_cancelled(cancel):
-            gen.close()
-            raise Cancelled(f"prediction stopped after {event.done} of {event.total} blocks; run again to resume")
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if callback is not None:
+                callback(event)
+            if is_cancelled(cancel):
+                raise Cancelled(f"prediction stopped after {event.done} of {event.total} blocks; run again to resume")
+    finally:
+        gen.close()  # whatever ended the loop (a cancel, a failing callback), the output's lock goes now
 
 
 def _run_local(tasks, source: ImageSource, plan: BlockPlan, net_and_device, arrays, workers: int | None):
@@ -240,11 +244,11 @@ def _run_local(tasks, source: ImageSource, plan: BlockPlan, net_and_device, arra
 
 
 def _run_distributed(tasks, source: ImageSource, plan: BlockPlan, payload: bytes, digest: str, client, scheduler):
-    from distributed import Client, as_completed
+    from distributed import as_completed
 
     own = client is None
     if own:
-        client = Client(scheduler)
+        client = _connect(scheduler)
     futures = []
     try:
         model_future = client.scatter(payload, broadcast=True, hash=False)
@@ -259,6 +263,30 @@ def _run_distributed(tasks, source: ImageSource, plan: BlockPlan, payload: bytes
         client.cancel(futures)
         if own:
             client.close()
+
+
+def _connect(scheduler: str):
+    """A client of the scheduler at ``scheduler``, or an OSError once the connect timeout has
+    passed twice over: a port that accepts but never answers (a web server, the dashboard)
+    would otherwise keep distributed's handshake, and the output's lock, waiting for ever."""
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed import Client
+
+    limit = 2 * parse_timedelta(dask.config.get("distributed.comm.timeouts.connect")) + 5
+    result: Future = Future()
+
+    def connect() -> None:
+        try:
+            result.set_result(Client(scheduler))
+        except BaseException as err:  # handed to the caller below
+            result.set_exception(err)
+
+    threading.Thread(target=connect, name="tilemap-connect", daemon=True).start()
+    try:
+        return result.result(timeout=limit)
+    except FutureTimeout:
+        raise OSError(f"could not connect to the dask scheduler at {scheduler}: no answer in {limit:.0f} s") from None
 
 
 def _block_cells(block_size: int, step: int) -> int:
