@@ -153,7 +153,7 @@ class EvaluatePanel(Container):
         self.result = result
         self.summary.value = result.summary()
         self.plot.show(result)
-        self.status.value = "Evaluated: " + result.summary().splitlines()[0]
+        self.status.value = "Evaluated: " + result.headline()
 
     def _on_finished(self) -> None:
         if self.result is None and self._cancel.is_set():

@@ -138,7 +138,7 @@ def finish_output(work: Path, output: Path, run: dict, *, pyramid: bool) -> None
     attrs = dict(group.attrs["tilemap"])
     if (attrs.get("run") or {}) != run:
         raise MapStoreError(f"{str(output)!r} was changed by another run while this one wrote it; run again")
-    done = _read_done(group, output)
+    done = read_done_flags(group, output)
     if not done.all():
         raise MapStoreError(
             f"{str(output)!r}: {int(done.size - done.sum())} of {done.size} blocks were not written; "
@@ -206,11 +206,12 @@ def _remaining(store: Path, blocks: list[Block], cells: int, expected: dict) -> 
         return None
     if shapes != ((k, h, w), (h, w), (-(-h // cells), -(-w // cells))):
         return None
-    done = _read_done(group, store)
+    done = read_done_flags(group, store)
     return [b for b in blocks if not done[b[0][0] // cells, b[1][0] // cells]]
 
 
-def _read_done(group, path: Path) -> np.ndarray:
+def read_done_flags(group, path: Path) -> np.ndarray:
+    """The store's ``done`` flags, or a MapStoreError naming ``path`` when they cannot be read."""
     try:
         return np.asarray(group["done"][...])
     except Exception as err:  # checksum or codec failure: the store was damaged on disk

@@ -274,10 +274,9 @@ def _complete_group(path: Path, zarr):
         raise MapStoreError(
             f"{str(path)!r} is not complete; run the same prediction again to finish it before thresholding it"
         )
-    try:
-        done = np.asarray(group["done"][...])
-    except Exception as err:  # missing or damaged flags
-        raise MapStoreError(f"{str(path)!r} is damaged ({type(err).__name__}: {err}); recompute it") from None
+    from ._mapoutput import read_done_flags
+
+    done = read_done_flags(group, path)
     if not done.all():
         raise MapStoreError(
             f"{str(path)!r}: {int(done.size - done.sum())} of {done.size} blocks were not written; "
