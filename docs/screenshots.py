@@ -63,6 +63,18 @@ def main() -> None:
     w.tabs.setCurrentIndex(3)
     wait(w.prediction)
     shot(viewer, "step4-map.png")
+
+    fresh = sample_surface(seed=7)  # a surface training never saw, with its full truth
+    for layer in viewer.layers:
+        layer.visible = False
+    fresh_image = viewer.add_image(fresh.image, name="fresh surface")
+    truth = viewer.add_labels(fresh.truth, name="fresh truth", opacity=0.5)
+    w.evaluation.image.value, w.evaluation.truth.value = fresh_image, truth
+    w.evaluation.device.value = "cpu"
+    w.evaluation.evaluate.clicked()
+    w.tabs.setCurrentIndex(4)
+    wait(w.evaluation)
+    shot(viewer, "step5-evaluate.png")
     viewer.close()
 
 

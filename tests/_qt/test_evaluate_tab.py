@@ -27,6 +27,7 @@ def test_evaluate_shows_the_figures_of_the_api_and_saves_a_report(dock, qtbot, s
     expected = evaluate(model, small_sample.image, small_sample.truth, threshold=0.4, device="cpu")
     np.testing.assert_array_equal(panel.result.confusion, expected.confusion)
     assert panel.summary.value == expected.summary()
+    assert panel.status.value == "Evaluated: " + expected.headline()
     assert list(panel.plot.figures) == ["confusion", "scores", "precision–recall"]
     assert panel.plot.tabs.count() == 3
 

@@ -153,10 +153,12 @@ class EvaluatePanel(Container):
         self.result = result
         self.summary.value = result.summary()
         self.plot.show(result)
-        self.status.value = "Evaluated: " + result.headline()
 
     def _on_finished(self) -> None:
-        if self.result is None and self._cancel.is_set():
+        # set last: a progress event handled while a progress bar processed Qt events may come after _on_done
+        if self.result is not None:
+            self.status.value = "Evaluated: " + self.result.headline()
+        elif self._cancel.is_set():
             self.status.value = "Stopped; nothing was measured."
         if self._bar is not None:
             self._bar.close()
