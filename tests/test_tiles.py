@@ -50,14 +50,19 @@ def test_tiles_are_the_image_pixels_at_their_origin_for_gray_rgb_and_any_dtype()
 
 
 @pytest.mark.parametrize("sampling", ["random", "grid"])
-def test_background_tiles_never_overlap_painted_pixels(sampling):
+def test_background_tiles_keep_their_centre_away_from_paint_and_whole_windows_with_a_large_gap(sampling):
     labels, _ = discs_and_bar()
     tiles = extract_tiles(np.zeros(labels.shape), labels, tile_size=32, background_tiles=30,
                           background_sampling=sampling, seed=3)
     bg = tiles.classes == 0
     assert bg.sum() == 30 and (tiles.blob_ids[bg] == -1).all()
-    m = tiles.margin
-    for y, x in tiles.origins[bg]:
+    g = tiles.background_gap
+    for cy, cx in tiles.centers[bg]:
+        assert labels[cy - g + 1 : cy + g, cx - g + 1 : cx + g].sum() == 0
+    far = extract_tiles(np.zeros(labels.shape), labels, tile_size=32, background_tiles=30, margin=2,
+                        background_gap=16 + 2 + 1, background_sampling=sampling, seed=3)
+    m = far.margin
+    for y, x in far.origins[far.classes == 0]:
         # neither the tile nor the margin used for shift augmentation touches paint
         assert labels[y - m : y + 32 + m, x - m : x + 32 + m].sum() == 0
 
@@ -95,7 +100,7 @@ def test_given_class_table_is_used_and_checked():
         (np.zeros((50, 60)), np.zeros((50, 61), int), {}, r"labels\[0\] shape \(50, 61\) differs from the image shape \(50, 60\)"),
         (np.zeros((50, 60)), np.zeros((50, 60), int), {}, "no painted pixels"),
         (np.zeros((50, 60)), np.ones((50, 60), int), {"background": "none"}, "only one class"),
-        (np.zeros((50, 60)), np.ones((50, 60), int), {}, "no 24x24 area is free of painted pixels"),
+        (np.zeros((50, 60)), np.ones((50, 60), int), {}, "no 24x24 tile has its centre 3 px or more away from paint"),
         (np.zeros((50, 60)), np.eye(50, 60, dtype=int), {"tile_size": 64}, "larger than image 0"),
         (np.zeros((2, 3, 50, 60)), np.eye(50, 60, dtype=int), {}, r"expected \(Y, X\) or \(Y, X, C\)"),
         (np.zeros((3, 50, 60)), np.eye(50, 60, dtype=int), {}, r"channel-first: use np.moveaxis"),

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .._classes import ClassTable
 from .._errors import TilemapInputError
 from ..io._images import as_image, as_labels, as_list
+from ._augment import default_margin
 
 BACKGROUND_CHOICES = ("unpainted", "none")
 SAMPLING_CHOICES = ("random", "grid")
+MAX_BACKGROUND_TILES = 4096
+"""Most background tiles :func:`extract_tiles` keeps by default: a T/2 grid over 2048×2048 unpainted
+pixels at T = 64. Larger areas get a random subset of the grid's cells, still spread over all of it."""
+_SPACING = 4
+"""Background grid spacing T/_SPACING."""
+MAX_BACKGROUND_BYTES = 256 << 20
+"""Memory bound of the background windows (float32); lowers the default count for wide windows."""
 
 
 @dataclass
@@ -35,7 +43,14 @@ class TileSet:
     class_table : ClassTable
     tile_size : int
     margin : int
-        m, the context kept around each tile for shift augmentation.
+        m, the context kept around each tile for shift and rotation augmentation.
+    sources : tuple of (images, labels), optional
+        The images (Y, X, C) and painted labels the tiles were cut from, kept by reference for
+        hard-negative rounds (:func:`~napari_tilemap.learn._hardneg.mine_hard_negatives`); None
+        for tile sets made otherwise.
+    background_gap : int or None
+        The rule background tiles were chosen by: their centre pixel lies at least this many
+        pixels (Chebyshev) from every painted pixel; None without a background class.
     """
 
     windows: np.ndarray
@@ -46,6 +61,8 @@ class TileSet:
     class_table: ClassTable
     tile_size: int
     margin: int = 0
+    sources: tuple | None = field(default=None, repr=False, compare=False)
+    background_gap: int | None = None
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -74,7 +91,17 @@ class TileSet:
         """The tiles at ``indices``, same class table."""
         i = np.asarray(indices)
         return TileSet(self.windows[i], self.classes[i], self.image_index[i], self.origins[i], self.blob_ids[i],
-                       self.class_table, self.tile_size, self.margin)
+                       self.class_table, self.tile_size, self.margin, self.sources, self.background_gap)
+
+    def extended(self, windows: np.ndarray, image_index: np.ndarray, origins: np.ndarray) -> TileSet:
+        """These tiles plus background tiles cut at ``origins`` (same size and margin)."""
+        n = len(windows)
+        return TileSet(np.concatenate([self.windows, windows.astype(np.float32)]),
+                       np.concatenate([self.classes, np.zeros(n, np.int64)]),
+                       np.concatenate([self.image_index, np.asarray(image_index, np.int64)]),
+                       np.concatenate([self.origins, np.asarray(origins, np.int64).reshape(-1, 2)]),
+                       np.concatenate([self.blob_ids, np.full(n, -1, np.int64)]),
+                       self.class_table, self.tile_size, self.margin, self.sources, self.background_gap)
 
 
 def extract_tiles(
@@ -85,6 +112,7 @@ def extract_tiles(
     background: str = "unpainted",
     background_tiles: int | None = None,
     background_sampling: str = "random",
+    background_gap: int | None = None,
     tiles_per_blob: int | None = None,
     margin: int | None = None,
     class_table: ClassTable | None = None,
@@ -96,8 +124,14 @@ def extract_tiles(
 
     Each painted class is split into blobs (``skimage.measure.label``, 8-connected). A blob
     that fits in half a tile gets one tile centred on its centroid; a larger one gets tiles
-    on its pixels, one per cell of a grid of spacing T/4. Background tiles come from unpainted areas and
-    never overlap a painted pixel of any class.
+    on its pixels, one per cell of a grid of spacing T/4.
+
+    Background tiles (``background='unpainted'``) cover all unpainted area. A tile is labelled by
+    what lies at its centre, as a map cell is by its centre block, so a background tile's centre
+    pixel keeps ``background_gap`` pixels (Chebyshev) from every painted pixel while paint may lie
+    elsewhere in the tile: tiles beside a defect, with the defect off-centre, are background too.
+    By default there is one tile in every cell of a grid of spacing T/2 that holds such centres, at
+    a random centre within the cell (``'random'``) or at the cell's corner (``'grid'``).
 
     Parameters
     ----------
@@ -111,15 +145,23 @@ def extract_tiles(
         'unpainted' adds a background class sampled from unpainted pixels; 'none' uses only
         the painted classes (every class was painted).
     background_tiles : int, optional
-        How many background tiles; default: as many as the largest painted class, at least 8.
+        How many background tiles; default: one per occupied cell of the T/2 grid, at most
+        :data:`MAX_BACKGROUND_TILES` (fewer for windows too large for
+        :data:`MAX_BACKGROUND_BYTES`), chosen evenly over the cells.
     background_sampling : {'random', 'grid'}
-        Random positions, or a systematic grid of spacing T/2 in random order.
+        A random centre within each grid cell (stratified), or the grid points themselves.
+    background_gap : int, optional
+        Smallest Chebyshev distance in pixels from a background tile's centre pixel to paint;
+        default T // 16 + 2: the half block of a medium-preset map cell (S/2 = 4 at T = 64) plus a
+        2-pixel guard for strokes slightly narrower than what they paint. Training also drops the
+        background tiles whose centre block, at the trained preset's step, holds paint.
+        T // 2 + margin + 1 keeps paint out of the whole window.
     tiles_per_blob : int, optional
         Cap on the tiles covering one large blob (evenly chosen); default: no cap.
     margin : int, optional
-        Context kept around each tile so that training can shift it by up to this many
-        pixels (a map cell's tile is centred on its block, not on a painted pixel);
-        default T // 16, reduced where the images are too small.
+        Context kept around each tile for shift and rotation augmentation (a map cell's tile is
+        centred on its block, not on a painted pixel); default T // 16 + ceil(0.21 T) (what
+        :data:`DEFAULT_AUGMENT` needs), reduced where the images are too small.
     class_table : ClassTable, optional
         Use this table (e.g. ``model.class_table`` to fine-tune); every painted value must be in it.
     class_names, colors : sequence or dict, optional
@@ -169,7 +211,7 @@ def extract_tiles(
         )
 
     smallest = min(min(im.shape[:2]) for im in imgs)
-    m = max(1, t // 16) if margin is None else int(margin)
+    m = default_margin(t) if margin is None else int(margin)
     m = max(0, min(m, (smallest - t) // 2))
     w = t + 2 * m
     rng = np.random.default_rng(seed)
@@ -194,26 +236,32 @@ def extract_tiles(
     image_arr = np.asarray(image_index, np.int64)
     blob_arr = np.asarray(blob_ids, np.int64)
 
+    gap = None
     if background == "unpainted":
-        wanted = background_tiles
-        if wanted is None:
-            wanted = max(8, int(np.bincount(classes_arr).max()))
-        bg = _background_origins(labs, w, wanted, background_sampling, rng)
-        bg[:, 1:] += m
+        gap = t // 16 + 2 if background_gap is None else int(background_gap)
+        if gap < 1:
+            raise TilemapInputError(f"background_gap must be at least 1 pixel (a background tile's centre "
+                                    f"is never painted), got {background_gap}")
+        if background_tiles is not None and int(background_tiles) < 1:
+            raise TilemapInputError(f"background_tiles must be at least 1, got {background_tiles}")
+        cap = max(8, min(MAX_BACKGROUND_TILES, MAX_BACKGROUND_BYTES // (w * w * 4 * imgs[0].shape[2])))
+        bg = background_origins(labs, t, m, gap, background_tiles, cap, background_sampling, rng)
         if len(bg) == 0:
             raise TilemapInputError(
-                f"no {t}x{t} area is free of painted pixels, so there are no background tiles; "
-                "paint less, use a smaller tile, or background='none' if every class is painted"
+                f"no {t}x{t} tile has its centre {gap} px or more away from paint, so there are no background "
+                "tiles; paint less, use a smaller tile, or background='none' if every class is painted"
             )
-        if len(bg) < wanted:
-            warnings.warn(f"found only {len(bg)} of {wanted} background tiles free of painted pixels", stacklevel=2)
+        if background_tiles is not None and len(bg) < background_tiles:
+            warnings.warn(f"found only {len(bg)} of {background_tiles} background tiles away from paint",
+                          stacklevel=2)
         origins = np.concatenate([origins, bg[:, 1:]])
         classes_arr = np.concatenate([classes_arr, np.zeros(len(bg), np.int64)])
         image_arr = np.concatenate([image_arr, bg[:, 0]])
         blob_arr = np.concatenate([blob_arr, np.full(len(bg), -1, np.int64)])
 
     windows = np.stack([imgs[i][y - m : y + t + m, x - m : x + t + m] for i, (y, x) in zip(image_arr, origins)])
-    return TileSet(windows.astype(np.float32), classes_arr, image_arr, origins, blob_arr, table, t, m)
+    return TileSet(windows.astype(np.float32), classes_arr, image_arr, origins, blob_arr, table, t, m,
+                   (tuple(imgs), tuple(labs)), gap)
 
 
 def _class_table(painted_values, background, class_table, class_names, colors) -> ClassTable:
@@ -257,22 +305,54 @@ def _blob_centres(mask: np.ndarray, t: int, cap: int | None, rng: np.random.Gene
         yield chosen.astype(np.int64)
 
 
-def _background_origins(labs, t: int, wanted: int, sampling: str, rng: np.random.Generator) -> np.ndarray:
-    """(n, 3) rows of (image, y, x) tile origins whose windows hold no painted pixel."""
-    free = []
+def background_candidates(lab: np.ndarray, t: int, m: int, gap: int) -> np.ndarray:
+    """(Y', X') bool: tile origins (y, x) whose window with margin ``m`` lies inside the image and
+    whose centre pixel ``(y + T//2, x + T//2)`` is at least ``gap`` px (Chebyshev) from paint."""
+    h, w = lab.shape
+    ok = np.zeros((h, w), bool)
+    if h < t + 2 * m or w < t + 2 * m:
+        return ok
+    # paint within the (2·gap − 1)-square around each centre pixel
+    near = _window_sum(np.pad(lab > 0, gap - 1), 2 * gap - 1) > 0
+    c = t // 2
+    ok[m : h - t - m + 1, m : w - t - m + 1] = ~near[m + c : h - t - m + 1 + c, m + c : w - t - m + 1 + c]
+    return ok
+
+
+def background_origins(labs, t: int, m: int, gap: int, wanted: int | None, cap: int, sampling: str,
+                       rng: np.random.Generator) -> np.ndarray:
+    """(n, 3) rows of (image, y, x) background tile origins spread over all unpainted area.
+
+    The images are divided into cells of a T/2 grid; each cell holding candidate origins
+    (:func:`background_candidates`) offers one: a random candidate (``'random'``) or the
+    cell's corner when it is a candidate (``'grid'``). ``wanted`` (default: every cell, at most
+    ``cap``) of them are kept, evenly at random over the cells; when more are wanted than there
+    are cells, the rest are drawn among all candidates.
+    """
+    step = max(t // _SPACING, 1)
+    offers, pool = [], []
     for i, lb in enumerate(labs):
-        ok = _window_sum(lb > 0, t) == 0
+        ys, xs = np.nonzero(background_candidates(lb, t, m, gap))
+        if len(ys) == 0:
+            continue
+        pool.append(np.stack([np.full(len(ys), i), ys, xs], 1))
         if sampling == "grid":
-            step = max(t // 2, 1)
-            grid = np.zeros_like(ok)
-            grid[::step, ::step] = True
-            ok &= grid
-        ys, xs = np.nonzero(ok)
-        free.append(np.stack([np.full(len(ys), i), ys, xs], 1))
-    candidates = np.concatenate(free).astype(np.int64)
-    if len(candidates) <= wanted:
-        return candidates[rng.permutation(len(candidates))]
-    return candidates[rng.choice(len(candidates), wanted, replace=False)]
+            on = (ys % step == 0) & (xs % step == 0)
+            offers.append(pool[-1][on])
+            continue
+        cell = (ys // step) * (lb.shape[1] // step + 1) + xs // step
+        order = np.lexsort((rng.random(len(ys)), cell))  # random order within each cell
+        first = order[np.r_[True, cell[order][1:] != cell[order][:-1]]]
+        offers.append(pool[-1][first])
+    if not pool:
+        return np.zeros((0, 3), np.int64)
+    offered = np.concatenate(offers).astype(np.int64)
+    n = min(len(offered), cap) if wanted is None else int(wanted)
+    if n <= len(offered):
+        return offered[np.sort(rng.choice(len(offered), n, replace=False))]
+    everything = np.concatenate(pool).astype(np.int64)
+    extra = everything[rng.choice(len(everything), min(n, len(everything)) - len(offered), replace=False)]
+    return np.concatenate([offered, extra])
 
 
 def _window_sum(mask: np.ndarray, t: int) -> np.ndarray:

@@ -15,10 +15,18 @@ from torch import nn
 
 from .._errors import TilemapInputError
 from .._progress import Cancelled, CancelToken, is_cancelled
+from ._augment import (  # noqa: F401 (re-exported)
+    AUGMENTATIONS,
+    DEFAULT_AUGMENT,
+    Augmenter,
+    normalise_augment,
+    random_dihedral,
+)
 from ._devices import release_memory, resolve_device
 from ._model import TileClassifier, _Normalise
-from ._networks import ACTIVATIONS, architecture
-from ._split import grouped_split, overlap_groups
+from ._networks import ACTIVATIONS, PRESETS, architecture
+from ._split import overlap_groups
+from ._tiles import _window_sum
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,10 @@ class BatchProgress:
 
 @dataclass(frozen=True)
 class EpochReport:
-    """Metrics after one epoch (validation metrics are NaN without a validation split)."""
+    """Metrics after one epoch (validation metrics are NaN without a validation split).
+
+    ``val_loss`` is class-balanced: the mean over classes of each class's mean loss, the figure
+    the kept checkpoint minimises."""
 
     epoch: int
     epochs: int
@@ -46,6 +57,8 @@ class EpochReport:
     seconds: float
     confusion: tuple[tuple[int, ...], ...] = ()
     """Validation confusion matrix: row = true class, column = predicted class (tile counts)."""
+    round: int = 0
+    """0 for the main training, r for the fine-tuning of hard-negative round r."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +72,14 @@ class TrainConfig:
     weight_decay: float = 1e-4
     val_fraction: float = 0.2
     patience: int = 5
-    augment: bool = True
-    samples_per_epoch: int = 1024
+    """Stop after this many epochs without a better validation loss. Checkpoints count from half the
+    epochs on (the annealing half of the one-cycle schedule), so training runs at least that long."""
+    augment: bool | tuple[str, ...] = DEFAULT_AUGMENT
+    """Names from :data:`AUGMENTATIONS` applied to training tiles, fresh every draw; ``True`` is
+    :data:`DEFAULT_AUGMENT`, ``False`` none. Stored as a tuple in the order of ``AUGMENTATIONS``."""
+    samples_per_epoch: int | None = None
+    """Tiles drawn per epoch; default: as many as there are training tiles, within
+    [:data:`MIN_SAMPLES`, :data:`MAX_SAMPLES`], so more background means longer epochs."""
     device: str = "auto"
     seed: int = 0
     loss: str = "softmax"
@@ -68,10 +87,28 @@ class TrainConfig:
     ``"sigmoid"``: one-vs-rest binary cross-entropy on one-hot targets; each class scores on its
     own, so a tile unlike every painted class scores low for all (and a reject threshold can call
     it unknown). The model's output activation is the loss's name."""
+    hard_negative_rounds: int = 0
+    """After training, this many rounds of: predict over the training images, add the unpainted
+    cells the model calls a painted class (score >= ``hard_negative_score``) as background tiles,
+    fine-tune. Needs tiles from :func:`extract_tiles` with ``background='unpainted'``."""
+    hard_negative_score: float = 0.5
+    """Smallest painted-class score that makes an unpainted cell a hard negative."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", normalise_augment(self.augment))
+        _check_config(self)
 
 
 LOSSES = ACTIVATIONS
 """The choices of :attr:`TrainConfig.loss`: ``("softmax", "sigmoid")``."""
+MIN_SAMPLES, MAX_SAMPLES = 1024, 2048
+"""Bounds of the default :attr:`TrainConfig.samples_per_epoch`."""
+BACKGROUND_BLOCK = 4
+"""Background tiles are split for validation by squares of this many tile sides."""
+HARD_NEGATIVE_SHARE = 0.5
+"""Share of the background draws that go to hard negatives once there are some."""
+MAX_VAL_SHARE = 0.5
+"""Validation never takes more than this share of a class's tiles (unless ``val_fraction`` is more)."""
 
 
 class TrainingRun:
@@ -101,12 +138,18 @@ class TrainingRun:
 
     def __init__(self, tiles, config: TrainConfig | None = None, *, init_model: TileClassifier | None = None, **kw) -> None:
         self.config = TrainConfig(**{**asdict(config or TrainConfig()), **kw})
-        _check_config(self.config)
         _check_tiles(tiles, init_model, self.config.loss)
+        if self.config.hard_negative_rounds:
+            from ._hardneg import check_minable
+
+            check_minable(tiles)
         self.tiles = tiles
+        """The tiles trained on; after hard-negative rounds, with the hard negatives added."""
         self.init_model = init_model
         self.model: TileClassifier | None = None
         self.history: list[EpochReport] = []
+        self.hard_negatives: list[int] = []
+        """Background tiles added by each hard-negative round."""
         self._stop = False
 
     def stop(self) -> None:
@@ -118,25 +161,49 @@ class TrainingRun:
         return self._stop
 
     def __iter__(self) -> Iterator[BatchProgress | EpochReport]:
-        cfg, tiles = self.config, self.tiles
+        cfg = self.config
+        yield from self._fit(self.tiles, self.init_model, cfg.epochs, cfg.lr, 0, None)
+        hard = np.zeros(len(self.tiles), bool)
+        for r in range(1, cfg.hard_negative_rounds + 1):
+            if self._stop or self.model is None:
+                return
+            from ._hardneg import mine_hard_negatives
+
+            before = len(self.tiles)
+            self.tiles = mine_hard_negatives(self.model, self.tiles, min_score=cfg.hard_negative_score,
+                                             device=cfg.device)
+            added = len(self.tiles) - before
+            self.hard_negatives.append(added)
+            if added == 0:
+                break
+            hard = np.r_[hard, np.ones(added, bool)]
+            yield from self._fit(self.tiles, self.model, max(2, cfg.epochs // 4), cfg.lr / 3, r, hard)
+
+    def _fit(self, tiles, init_model, epochs: int, lr: float, round_: int,
+             hard: np.ndarray | None) -> Iterator[BatchProgress | EpochReport]:
+        """Train (or fine-tune ``init_model``) for ``epochs``; ``hard`` marks hard-negative tiles."""
+        cfg = self.config
         device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + round_)
+        gen = torch.Generator().manual_seed(cfg.seed + round_)
 
-        groups = overlap_groups(tiles.image_index, tiles.classes, tiles.origins, tiles.tile_size)
-        train_idx, val_idx = grouped_split(tiles.classes, groups, cfg.val_fraction, cfg.seed)
+        train_idx, val_idx = split_tiles(tiles, cfg.val_fraction, cfg.seed)
+        step = init_model.step if init_model is not None else PRESETS[cfg.preset].step
+        painted = painted_centre_blocks(tiles, step)
+        train_idx, val_idx = train_idx[~painted[train_idx]], val_idx[~painted[val_idx]]
         k = len(tiles.class_table)
-        if len(val_idx) == 0:
-            warnings.warn("too few separate blobs for a validation split; validation metrics are NaN", stacklevel=2)
+        if round_ == 0:
+            _warn_unvalidated(tiles, train_idx, val_idx)
 
-        if self.init_model is not None:
-            model = copy.deepcopy(self.init_model)
+        x_train = tiles.windows[train_idx]
+        if init_model is not None:
+            model = copy.deepcopy(init_model)
         else:
-            x = tiles.windows[train_idx]
-            mean = x.mean(axis=(0, 1, 2))
-            std = np.maximum(x.std(axis=(0, 1, 2)), 1e-6 * np.maximum(1.0, np.abs(mean)))
+            mean = x_train.mean(axis=(0, 1, 2))
+            std = np.maximum(x_train.std(axis=(0, 1, 2)), 1e-6 * np.maximum(1.0, np.abs(mean)))
             arch = architecture(cfg.preset, tiles.tile_size, tiles.in_channels, k, activation=cfg.loss)
             model = TileClassifier.create(arch, tiles.class_table, mean, std)
+        previous = self.model
         self.model = model
         net = nn.Sequential(_Normalise(model.mean, model.std), model.network).to(device, memory_format=torch.channels_last)
 
@@ -144,19 +211,21 @@ class TrainingRun:
         t, m = tiles.tile_size, tiles.margin
         x_centre = x_all[:, :, m : m + t, m : m + t]
         y_all = torch.from_numpy(tiles.classes.astype(np.int64))
-        counts = np.bincount(tiles.classes[train_idx], minlength=k).astype(np.float64)
-        weights = torch.from_numpy(1.0 / np.maximum(counts, 1.0))[y_all[train_idx]]
+        augment = Augmenter(cfg.augment, t, x_train.min(axis=(0, 1, 2)), x_train.max(axis=(0, 1, 2))) \
+            if cfg.augment else None
+        weights = torch.from_numpy(_sampling_weights(tiles.classes, train_idx, k, hard))
 
-        n_samples = max(len(train_idx), cfg.samples_per_epoch)
+        n_samples = cfg.samples_per_epoch or int(np.clip(len(train_idx), MIN_SAMPLES, MAX_SAMPLES))
+        n_samples = max(n_samples, cfg.batch_size)
         batches = math.ceil(n_samples / cfg.batch_size)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * batches)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * batches)
         amp = _autocast(device)
         loss_fn = _loss_function(cfg.loss, k)
 
-        best_loss, best_state, since_best = math.inf, None, 0
+        best_loss, best_state, since_best, reports = math.inf, None, 0, 0
         try:
-            for epoch in range(1, cfg.epochs + 1):
+            for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
                 net.train()
                 picks = train_idx[torch.multinomial(weights, n_samples, replacement=True, generator=gen).numpy()]
@@ -165,10 +234,8 @@ class TrainingRun:
                     if self._stop:
                         return
                     sel = picks[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                    if cfg.augment:
-                        xb = _random_dihedral(_random_crop(x_all, sel, t, gen), gen)
-                    else:
-                        xb = x_centre[sel]
+                    xb = augment(x_all[sel], gen) if augment is not None else x_centre[sel]
+                    xb = xb.contiguous(memory_format=torch.channels_last)
                     xb, yb = xb.to(device, non_blocking=True), y_all[sel].to(device, non_blocking=True)
                     with amp:
                         loss = loss_fn(net(xb)[:, :, 0, 0].float(), yb)
@@ -181,32 +248,38 @@ class TrainingRun:
                     yield BatchProgress(epoch, b + 1, batches, value)
                 train_loss = total / n_samples
                 val_loss, acc, recall, confusion = _evaluate(
-                    net, x_centre[val_idx], y_all[val_idx], device, amp, k, loss_fn
+                    net, x_centre[val_idx], y_all[val_idx], device, amp, k, loss_fn, balanced=True
                 )
                 score = val_loss if len(val_idx) else train_loss
-                best = score < best_loss
+                # checkpoints count from the second half of the one-cycle schedule, where the
+                # learning rate anneals; earlier ones win on a noisy validation loss too often
+                best = score < best_loss or epoch == max(epochs // 2, 1)
                 if best:
                     best_loss, since_best = score, 0
                     best_state = copy.deepcopy(model.network.state_dict())
                 else:
                     since_best += 1
                 report = EpochReport(
-                    epoch, cfg.epochs, train_loss, val_loss, acc,
+                    epoch, epochs, train_loss, val_loss, acc,
                     {tiles.class_table.names[c]: r for c, r in enumerate(recall)},
                     float(sched.get_last_lr()[0]), best, time.perf_counter() - t0,
-                    tuple(tuple(int(v) for v in row) for row in confusion),
+                    tuple(tuple(int(v) for v in row) for row in confusion), round_,
                 )
                 self.history.append(report)
+                reports += 1
                 yield report
-                if since_best >= cfg.patience:
+                if since_best >= cfg.patience and epoch >= epochs // 2:
                     break
         finally:
             if best_state is not None:
                 model.network.load_state_dict(best_state)
             model.network.to("cpu").eval()
-            model.record = _record(cfg, tiles, train_idx, val_idx, self.history, self._stop, device, self.init_model)
-            if not self.history:  # stopped before any epoch was validated: half-trained weights are no model
-                self.model = None
+            model.record = _record(cfg, tiles, train_idx, val_idx, self.history, self._stop, device,
+                                   self.init_model, self.hard_negatives)
+            if not reports:  # stopped before any epoch was validated: half-trained weights are no model
+                self.model = previous
+                if previous is not None:
+                    previous.record = {**previous.record, "stopped": True}
             release_memory(device)
 
 
@@ -234,9 +307,12 @@ def train(
     **kw
         Fields of :class:`TrainConfig`: ``preset`` ({'small', 'medium', 'large'}),
         ``epochs`` (20), ``batch_size``, ``lr``, ``weight_decay``, ``val_fraction``,
-        ``patience``, ``augment``, ``samples_per_epoch``, ``device`` ('auto'), ``seed`` (0),
-        ``loss`` ({'softmax', 'sigmoid'}, 'softmax'; 'sigmoid' trains one-vs-rest so that tiles
-        unlike every class score low for all of them).
+        ``patience``, ``augment`` (names from :data:`AUGMENTATIONS`, True = :data:`DEFAULT_AUGMENT`,
+        False = none), ``samples_per_epoch`` (None: the number of training tiles within
+        [1024, 2048]), ``device`` ('auto'), ``seed`` (0), ``loss`` ({'softmax', 'sigmoid'},
+        'softmax'; 'sigmoid' trains one-vs-rest so that tiles unlike every class score low for all
+        of them), ``hard_negative_rounds`` (0; needs ``background='unpainted'`` tiles from
+        :func:`extract_tiles`), ``hard_negative_score`` (0.5).
 
     Returns
     -------
@@ -267,30 +343,7 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def _random_crop(x: torch.Tensor, sel: np.ndarray, t: int, gen: torch.Generator) -> torch.Tensor:
-    """A t×t crop of each window ``x[sel]`` at a random offset (shift augmentation)."""
-    span = x.shape[2] - t + 1
-    if span == 1:
-        return x[sel]
-    oy, ox = torch.randint(0, span, (2, len(sel)), generator=gen)
-    r = torch.arange(t)
-    rows = (oy[:, None] + r)[:, :, None]
-    cols = (ox[:, None] + r)[:, None, :]
-    idx = torch.as_tensor(sel)[:, None, None]
-    return x.permute(0, 2, 3, 1)[idx, rows, cols].permute(0, 3, 1, 2)
-
-
-def _random_dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Each tile rotated by a random multiple of 90° and randomly flipped."""
-    rot = torch.randint(0, 4, (len(x),), generator=gen)
-    flip = torch.randint(0, 2, (len(x),), generator=gen).bool()
-    out = x.clone()
-    for k in range(1, 4):
-        sel = rot == k
-        if sel.any():
-            out[sel] = torch.rot90(x[sel], k, dims=(2, 3))
-    out[flip] = torch.flip(out[flip], dims=(3,))
-    return out
+_random_dihedral = random_dihedral
 
 
 def _loss_function(loss: str, k: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -307,9 +360,13 @@ def _loss_function(loss: str, k: int) -> Callable[[torch.Tensor, torch.Tensor], 
     return lambda logits, y: bce(logits, nn.functional.one_hot(y, k).to(logits.dtype))
 
 
-def _evaluate(net, x, y, device, amp, k: int, loss_fn=None) -> tuple[float, float, list[float], np.ndarray]:
+def _evaluate(net, x, y, device, amp, k: int, loss_fn=None,
+              balanced: bool = False) -> tuple[float, float, list[float], np.ndarray]:
     """Validation loss (``loss_fn``, cross-entropy by default), accuracy, recall per class and the
-    confusion matrix (true × predicted); the predicted class is the largest logit."""
+    confusion matrix (true × predicted); the predicted class is the largest logit.
+
+    ``balanced``: the loss is the mean of the per-class mean losses, so that every class weighs
+    alike in the choice of the checkpoint however many validation tiles it has."""
     if len(x) == 0:
         return math.nan, math.nan, [math.nan] * k, np.zeros((k, k), np.int64)
     net.eval()
@@ -318,7 +375,11 @@ def _evaluate(net, x, y, device, amp, k: int, loss_fn=None) -> tuple[float, floa
         for i in range(0, len(x), 256):
             logits.append(net(x[i : i + 256].to(device))[:, :, 0, 0].float().cpu())
     logits_t = torch.cat(logits)
-    loss = float((loss_fn or nn.functional.cross_entropy)(logits_t, y))
+    fn = loss_fn or nn.functional.cross_entropy
+    if balanced:
+        loss = float(np.mean([float(fn(logits_t[y == c], y[y == c])) for c in torch.unique(y).tolist()]))
+    else:
+        loss = float(fn(logits_t, y))
     pred = logits_t.argmax(1)
     recall = [
         float((pred[y == c] == c).float().mean()) if bool((y == c).any()) else math.nan for c in range(k)
@@ -327,8 +388,113 @@ def _evaluate(net, x, y, device, amp, k: int, loss_fn=None) -> tuple[float, floa
     return loss, float((pred == y).float().mean()), recall, confusion
 
 
+def painted_centre_blocks(tiles, step: int) -> np.ndarray:
+    """(N,) bool: background tiles whose centre block, the S×S block a map cell of step S stands
+    for, holds a painted pixel. A map would not call such a cell background, so neither does training."""
+    out = np.zeros(len(tiles), bool)
+    if tiles.sources is None or not tiles.class_table.has_background:
+        return out
+    corner = tiles.centers - step // 2
+    for i, lab in enumerate(tiles.sources[1]):
+        sel = np.flatnonzero((tiles.classes == 0) & (tiles.image_index == i))
+        if len(sel):
+            block_sums = _window_sum(lab > 0, step)
+            y = np.clip(corner[sel, 0], 0, block_sums.shape[0] - 1)
+            x = np.clip(corner[sel, 1], 0, block_sums.shape[1] - 1)
+            out[sel] = block_sums[y, x] > 0
+    return out
+
+
+def split_tiles(tiles, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation indices; no training tile shares pixels with a validation tile of its class.
+
+    Painted tiles are split by groups of overlapping tiles (a blob's tiles stay together). Background
+    tiles cover the surface and would all chain into one group, so they are split by squares of
+    :data:`BACKGROUND_BLOCK` tiles a side, and the training tiles that overlap a validation tile are left out.
+    """
+    groups = overlap_groups(tiles.image_index, tiles.classes, tiles.origins, tiles.tile_size)
+    bg = tiles.classes == 0 if tiles.class_table.has_background else np.zeros(len(tiles), bool)
+    if bg.any():
+        block = BACKGROUND_BLOCK * tiles.tile_size
+        cell = tiles.origins[bg] // block
+        key = (tiles.image_index[bg] * 1_000_003 + cell[:, 0]) * 1_000_003 + cell[:, 1]
+        groups[bg] = groups.max() + 1 + np.unique(key, return_inverse=True)[1].ravel()
+    train_idx, val_idx = _grouped_split(tiles.classes, groups, val_fraction, seed)
+    val_bg = val_idx[bg[val_idx]]
+    if len(val_bg):
+        t = tiles.tile_size
+        train_bg = train_idx[bg[train_idx]]
+        o, v = tiles.origins[train_bg], tiles.origins[val_bg]
+        same = tiles.image_index[train_bg][:, None] == tiles.image_index[val_bg][None]
+        touching = same & (np.abs(o[:, None] - v[None]) < t).all(-1)
+        train_idx = np.setdiff1d(train_idx, train_bg[touching.any(1)])
+    return train_idx, val_idx
+
+
+def _grouped_split(classes: np.ndarray, groups: np.ndarray, val_fraction: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation indices, by whole groups within each class.
+
+    Groups are taken in random order until validation holds ``val_fraction`` of the class; a group
+    that would take validation past :data:`MAX_VAL_SHARE` of the class (or past ``val_fraction``,
+    if that is more) is passed over, so that one long chain of overlapping tiles (the tiles of
+    neighbouring scratches, a large stretch of background) never leaves training with a small
+    minority of a class. At least one group of each class stays in training."""
+    rng = np.random.default_rng(seed)
+    val: list[np.ndarray] = []
+    if val_fraction > 0:
+        for cls in np.unique(classes):
+            members = classes == cls
+            ids, sizes = np.unique(groups[members], return_counts=True)
+            if len(ids) < 2:
+                continue
+            n = int(members.sum())
+            target, limit = val_fraction * n, max(MAX_VAL_SHARE, val_fraction) * n
+            taken = 0
+            for j in rng.permutation(len(ids))[:-1]:  # the last group in this order stays in training
+                if taken >= target:
+                    break
+                if taken + sizes[j] > limit:
+                    continue
+                val.append(np.flatnonzero(members & (groups == ids[j])))
+                taken += sizes[j]
+    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    return np.setdiff1d(np.arange(len(classes)), val_idx), val_idx
+
+
+def _sampling_weights(classes: np.ndarray, train_idx: np.ndarray, k: int, hard: np.ndarray | None) -> np.ndarray:
+    """Draw weight of each training tile: every class is drawn equally often; within background,
+    hard negatives (``hard``) get :data:`HARD_NEGATIVE_SHARE` of the draws once there are some."""
+    y = classes[train_idx]
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    w = 1.0 / np.maximum(counts, 1.0)[y]
+    if hard is not None:
+        h = hard[train_idx]
+        rest = (y == 0) & ~h
+        if h.any() and rest.any():
+            w[h] = HARD_NEGATIVE_SHARE / h.sum()  # each class's weights sum to 1
+            w[rest] = (1 - HARD_NEGATIVE_SHARE) / rest.sum()
+    return w
+
+
+def _warn_unvalidated(tiles, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
+    """Warn when the validation split cannot measure some class (too few separate blobs)."""
+    if len(val_idx) == 0:
+        warnings.warn("too few separate blobs for a validation split; validation metrics are NaN; "
+                      "paint each class in at least two places apart", stacklevel=3)
+        return
+    k = len(tiles.class_table)
+    in_val = np.bincount(tiles.classes[val_idx], minlength=k)
+    in_train = np.bincount(tiles.classes[train_idx], minlength=k)
+    missing = [tiles.class_table.names[c] for c in range(k) if in_val[c] == 0 and in_train[c] > 0]
+    if missing:
+        warnings.warn(f"class(es) {', '.join(map(repr, missing))} have too few separate painted blobs to "
+                      "validate (their recall is n/a); paint each class in at least two places apart",
+                      stacklevel=3)
+
+
 def _check_config(cfg: TrainConfig) -> None:
-    if cfg.epochs < 1:
+    if not isinstance(cfg.epochs, int) or cfg.epochs < 1:
         raise TilemapInputError(f"epochs must be at least 1, got {cfg.epochs}")
     if cfg.batch_size < 2:
         raise TilemapInputError(f"batch_size must be at least 2 (BatchNorm needs it), got {cfg.batch_size}")
@@ -338,6 +504,15 @@ def _check_config(cfg: TrainConfig) -> None:
         raise TilemapInputError(f"lr must be positive, got {cfg.lr}")
     if not isinstance(cfg.loss, str) or cfg.loss not in LOSSES:
         raise TilemapInputError(f"loss must be one of {list(LOSSES)}, got {cfg.loss!r}")
+    if not isinstance(cfg.hard_negative_rounds, int) or cfg.hard_negative_rounds < 0:
+        raise TilemapInputError(f"hard_negative_rounds must be a whole number >= 0, got {cfg.hard_negative_rounds!r}")
+    if not 0.0 < cfg.hard_negative_score <= 1.0:
+        raise TilemapInputError(f"hard_negative_score must lie in (0, 1], got {cfg.hard_negative_score}")
+    if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < 1:
+        raise TilemapInputError(f"samples_per_epoch must be at least 1 (or None: automatic), got {cfg.samples_per_epoch}")
+    if cfg.preset not in PRESETS:
+        raise TilemapInputError(f"unknown preset {cfg.preset!r}; choose one of {sorted(PRESETS)}")
+    resolve_device(cfg.device)
 
 
 def _check_tiles(tiles, init_model: TileClassifier | None, loss: str = "softmax") -> None:
@@ -364,7 +539,7 @@ def _check_tiles(tiles, init_model: TileClassifier | None, loss: str = "softmax"
             )
 
 
-def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model) -> dict:
+def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model, hard_negatives=()) -> dict:
     import numpy
     import skimage
 
@@ -373,7 +548,8 @@ def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model
     names = tiles.class_table.names
     k = len(names)
     last = history[-1] if history else None
-    best = min(history, key=lambda r: (r.val_loss if not math.isnan(r.val_loss) else r.train_loss), default=None)
+    this_round = [r for r in history if r.round == (history[-1].round if history else 0)]
+    best = next((r for r in reversed(this_round) if r.best), None)  # the checkpoint kept
     return {
         "seed": cfg.seed,
         "parameters": asdict(cfg),
@@ -383,10 +559,12 @@ def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model
         "tiles": {
             "train": dict(zip(names, np.bincount(tiles.classes[train_idx], minlength=k).tolist())),
             "val": dict(zip(names, np.bincount(tiles.classes[val_idx], minlength=k).tolist())),
+            "left_out": int(len(tiles) - len(train_idx) - len(val_idx)),
         },
-        "epochs_run": len(history),
+        "epochs_run": len(history),  # all rounds
         "stopped": bool(stopped),
         "fine_tuned": init_model is not None,
+        "hard_negatives": list(hard_negatives),
         "final": None if best is None else {
             "epoch": best.epoch, "train_loss": best.train_loss, "val_loss": _json_float(best.val_loss),
             "val_accuracy": _json_float(best.val_accuracy),

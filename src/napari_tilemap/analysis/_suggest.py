@@ -1,0 +1,161 @@
+""""Paint here next": the map cells where the model is least sure, spread over the image.
+
+A cell's uncertainty is its *margin*: the best class score minus the second best. A small margin
+means the model hesitates between two classes there (a likely false alarm or a likely miss), so
+painting the truth there teaches it most. Suggestions are taken by increasing margin, skipping
+cells closer than ``spacing`` pixels to one already taken, so they do not cluster on one spot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._errors import TilemapInputError
+
+
+@dataclass(frozen=True, eq=False)
+class Suggestions:
+    """Where to paint next, most uncertain first.
+
+    Attributes
+    ----------
+    positions : ndarray (n, 2) float64
+        Centre of each suggested cell in image pixels (y, x): ``offset + (i*S, j*S)``.
+    cells : ndarray (n, 2) int64
+        Map cell (i, j) of each suggestion.
+    margins : ndarray (n,) float32
+        Best score minus second-best score (ascending).
+    scores : ndarray (n, K) float32
+        All class scores of each suggested cell.
+    best, runner_up : ndarray (n,) int64
+        Label values of the best and second-best class of each cell.
+    class_names : tuple of str
+        Names of the K classes (the order of ``scores``' columns).
+    class_values : tuple of int
+        Label values of the K classes.
+    spacing : float
+        Smallest distance in pixels between two suggestions.
+    """
+
+    positions: np.ndarray
+    cells: np.ndarray
+    margins: np.ndarray
+    scores: np.ndarray
+    best: np.ndarray
+    runner_up: np.ndarray
+    class_names: tuple[str, ...]
+    class_values: tuple[int, ...]
+    spacing: float
+
+    def __len__(self) -> int:
+        return len(self.margins)
+
+    def features(self) -> dict[str, np.ndarray]:
+        """Columns for a napari Points layer's ``features``: rank, classes, margin and scores."""
+        name = dict(zip(self.class_values, self.class_names))
+        out = {
+            "rank": np.arange(1, len(self) + 1),
+            "best": np.array([name[v] for v in self.best], dtype=object),
+            "runner_up": np.array([name[v] for v in self.runner_up], dtype=object),
+            "margin": self.margins,
+            "score": self.scores.max(1) if len(self) else np.zeros(0, np.float32),
+        }
+        for k, n in enumerate(self.class_names):
+            out[f"score {n}"] = self.scores[:, k]
+        return out
+
+
+def suggest(model_or_map, image=None, n: int = 20, spacing: float | None = None, *, device: str = "auto",
+            block_size: int = 1024) -> Suggestions:
+    """Rank map cells by uncertainty and return the ``n`` most uncertain, at least ``spacing`` apart.
+
+    Parameters
+    ----------
+    model_or_map : TileClassifier or ClassificationMap
+        A model (``image`` is predicted first) or a map already computed.
+    image : array_like or path, optional
+        The image to predict with a model; ignored with a map.
+    n : int
+        How many suggestions at most (fewer when the spacing leaves no room for more).
+    spacing : float, optional
+        Smallest distance in image pixels between two suggestions (Euclidean, between cell
+        centres); default the tile size T, so that no two suggestions share their centre tile's area.
+    device, block_size
+        Passed to :func:`~napari_tilemap.predict` with a model.
+
+    Returns
+    -------
+    Suggestions
+        By increasing margin (best score minus second best); ties keep the map's row-major order.
+
+    Raises
+    ------
+    TilemapInputError
+        For ``n`` below 1, a negative spacing, a model without ``image``, a map with one class.
+
+    Examples
+    --------
+    >>> s = suggest(model, image, n=10)          # doctest: +SKIP
+    >>> s.positions[0], s.margins[0]             # doctest: +SKIP
+    """
+    from ..learn._model import TileClassifier
+    from ..maps._mapstore import ClassificationMap
+    from ..maps._predict import predict
+
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise TilemapInputError(f"n must be a whole number of suggestions >= 1, got {n!r}")
+    if isinstance(model_or_map, TileClassifier):
+        if image is None:
+            raise TilemapInputError("suggest with a model needs the image: suggest(model, image)")
+        cmap = predict(model_or_map, image, device=device, block_size=block_size, pyramid=False)
+    elif isinstance(model_or_map, ClassificationMap):
+        cmap = model_or_map
+    else:
+        raise TilemapInputError(f"expected a TileClassifier or a ClassificationMap, got {type(model_or_map).__name__}")
+    geometry, table = cmap.geometry, cmap.class_table
+    spacing = float(geometry.tile_size if spacing is None else spacing)
+    if not np.isfinite(spacing) or spacing < 0:
+        raise TilemapInputError(f"spacing must be a distance in pixels >= 0, got {spacing!r}")
+    scores = np.asarray(cmap.scores, np.float32)
+    if scores.shape[0] < 2:
+        raise TilemapInputError("suggestions need a map of at least two classes")
+    top2 = -np.partition(-scores, 1, axis=0)[:2]
+    margin = top2[0] - top2[1]
+    order = np.argsort(margin, axis=None, kind="stable")
+    chosen = _spaced(order, margin.shape, spacing / geometry.step, int(n))
+    ci, cj = np.unravel_index(chosen, margin.shape)
+    cell_scores = scores[:, ci, cj].T
+    ranked = np.argsort(-cell_scores, axis=1, kind="stable")
+    values = np.asarray(table.values, np.int64)
+    return Suggestions(
+        positions=geometry.cell_centers(ci, cj).astype(np.float64).reshape(-1, 2),
+        cells=np.stack([ci, cj], 1).astype(np.int64).reshape(-1, 2),
+        margins=margin[ci, cj].astype(np.float32),
+        scores=cell_scores.astype(np.float32).reshape(-1, scores.shape[0]),
+        best=values[ranked[:, 0]] if len(ci) else np.zeros(0, np.int64),
+        runner_up=values[ranked[:, 1]] if len(ci) else np.zeros(0, np.int64),
+        class_names=tuple(table.names), class_values=tuple(int(v) for v in table.values), spacing=spacing,
+    )
+
+
+def _spaced(order: np.ndarray, shape: tuple[int, int], radius: float, n: int) -> np.ndarray:
+    """The first ``n`` flat cell indices of ``order`` that lie ``radius`` cells or more from every
+    earlier pick (greedy; a blocked-cell mask makes each test O(1))."""
+    blocked = np.zeros(shape, bool)
+    r = int(np.ceil(radius))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = dy**2 + dx**2 < radius**2
+    picks: list[int] = []
+    for flat in order:
+        i, j = divmod(int(flat), shape[1])
+        if blocked[i, j]:
+            continue
+        picks.append(int(flat))
+        if len(picks) == n:
+            break
+        y0, x0 = max(i - r, 0), max(j - r, 0)
+        y1, x1 = min(i + r + 1, shape[0]), min(j + r + 1, shape[1])
+        blocked[y0:y1, x0:x1] |= disc[y0 - i + r : y1 - i + r, x0 - j + r : x1 - j + r]
+    return np.asarray(picks, np.int64)

@@ -1,0 +1,155 @@
+"""Background tiles cover the unpainted area, obey the centre rule, and training balances the classes."""
+
+import numpy as np
+import pytest
+
+from napari_tilemap import TilemapInputError, extract_tiles
+from napari_tilemap.learn import _tiles
+from napari_tilemap.learn._tiles import background_candidates
+from napari_tilemap.learn._training import (
+    MAX_SAMPLES,
+    MIN_SAMPLES,
+    BatchProgress,
+    TrainingRun,
+    _sampling_weights,
+    split_tiles,
+)
+
+T = 32
+
+
+def two_blobs(shape=(256, 320)):
+    labels = np.zeros(shape, np.uint8)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels[(yy - 80) ** 2 + (xx - 90) ** 2 <= 16] = 1
+    labels[180:183, 150:260] = 2
+    image = np.random.default_rng(0).normal(100, 10, shape)
+    return image, labels
+
+
+def test_background_tiles_cover_every_cell_of_the_unpainted_area():
+    image, labels = two_blobs()
+    tiles = extract_tiles(image, labels, tile_size=T, seed=1)
+    bg = tiles.classes == 0
+    step = T // 4
+    ok = background_candidates(labels, T, tiles.margin, tiles.background_gap)
+    cells_y, cells_x = ok.shape[0] // step + 1, ok.shape[1] // step + 1
+    count = np.zeros((cells_y, cells_x), int)
+    np.add.at(count, tuple((tiles.origins[bg] // step).T), 1)
+    offered = np.zeros_like(count, bool)
+    ys, xs = np.nonzero(ok)
+    offered[ys // step, xs // step] = True
+    # one tile in every grid cell that holds a valid origin, none elsewhere
+    np.testing.assert_array_equal(count, offered.astype(int))
+    assert bg.sum() == offered.sum() > 500
+    # spread: every quarter of the image has its share
+    centres = tiles.centers[bg]
+    for half_y in (centres[:, 0] < 128, centres[:, 0] >= 128):
+        for half_x in (centres[:, 1] < 160, centres[:, 1] >= 160):
+            assert (half_y & half_x).sum() > 0.15 * bg.sum()
+
+
+def test_background_tiles_obey_the_centre_rule_and_include_near_paint_negatives():
+    image, labels = two_blobs()
+    tiles = extract_tiles(image, labels, tile_size=T, seed=2)
+    gap = tiles.background_gap
+    assert gap == T // 16 + 2
+    bg = tiles.classes == 0
+    near = 0
+    for (cy, cx), (y, x) in zip(tiles.centers[bg], tiles.origins[bg]):
+        # no paint within gap - 1 (Chebyshev) of the centre: the centre block is unpainted
+        assert labels[max(cy - gap + 1, 0) : cy + gap, max(cx - gap + 1, 0) : cx + gap].sum() == 0
+        near += labels[y : y + T, x : x + T].any()
+    assert near > 20  # tiles with paint off-centre are background too
+    # and the tiles right at the rule's edge are there: centres exactly gap px from the disc
+    disc = np.argwhere(labels == 1)
+    d = np.abs(tiles.centers[bg][:, None] - disc[None]).max(-1).min(1)
+    assert d.min() == gap
+
+
+def test_a_larger_gap_keeps_paint_out_of_the_whole_window():
+    image, labels = two_blobs()
+    tiles = extract_tiles(image, labels, tile_size=T, margin=2, background_gap=T // 2 + 3, seed=0)
+    m = tiles.margin
+    for y, x in tiles.origins[tiles.classes == 0]:
+        assert labels[y - m : y + T + m, x - m : x + T + m].sum() == 0
+    with pytest.raises(TilemapInputError, match="background_gap must be at least 1"):
+        extract_tiles(image, labels, tile_size=T, background_gap=0)
+
+
+def test_the_default_count_is_capped_and_still_spread(monkeypatch):
+    image, labels = two_blobs()
+    monkeypatch.setattr(_tiles, "MAX_BACKGROUND_TILES", 60)
+    tiles = extract_tiles(image, labels, tile_size=T, seed=0)
+    centres = tiles.centers[tiles.classes == 0]
+    assert len(centres) == 60
+    assert np.ptp(centres[:, 0]) > 150 and np.ptp(centres[:, 1]) > 200
+
+
+def test_an_explicit_count_and_grid_sampling():
+    image, labels = two_blobs()
+    tiles = extract_tiles(image, labels, tile_size=T, background_tiles=40, seed=0)
+    assert tiles.counts()["background"] == 40
+    grid = extract_tiles(image, labels, tile_size=T, background_sampling="grid", seed=0)
+    assert (grid.origins[grid.classes == 0] % (T // 4) == 0).all()
+
+
+def test_sampling_weights_balance_the_classes_and_give_hard_negatives_their_share():
+    classes = np.array([0] * 90 + [1] * 5 + [2] * 5)
+    idx = np.arange(100)
+    w = _sampling_weights(classes, idx, 3, None)
+    np.testing.assert_allclose([w[classes == c].sum() for c in range(3)], 1.0)
+    hard = np.zeros(100, bool)
+    hard[80:90] = True
+    w = _sampling_weights(classes, idx, 3, hard)
+    np.testing.assert_allclose([w[classes == c].sum() for c in range(3)], 1.0)
+    assert w[hard].sum() == pytest.approx(0.5)
+
+
+def test_background_is_split_by_blocks_and_never_shares_pixels_across_the_split():
+    image, labels = two_blobs((512, 512))
+    tiles = extract_tiles(image, labels, tile_size=T, seed=0)
+    train_idx, val_idx = split_tiles(tiles, 0.2, seed=0)
+    bg_val = val_idx[tiles.classes[val_idx] == 0]
+    bg_train = train_idx[tiles.classes[train_idx] == 0]
+    assert len(bg_val) > 0.1 * (tiles.classes == 0).sum() and len(bg_train) > len(bg_val)
+    d = np.abs(tiles.origins[bg_train][:, None] - tiles.origins[bg_val][None]).max(-1)
+    assert d.min() >= T
+
+
+def test_samples_per_epoch_grow_with_the_tiles_within_bounds():
+    image, labels = two_blobs((512, 512))
+    few = extract_tiles(image, labels, tile_size=T, background_tiles=30, seed=0)
+    many = extract_tiles(image, labels, tile_size=T, seed=0)
+
+    def batches(tiles):
+        run = TrainingRun(tiles, preset="small", epochs=1, device="cpu", batch_size=256, val_fraction=0.2)
+        first = next(e for e in run if isinstance(e, BatchProgress))
+        run.stop()
+        return first.batches
+
+    assert batches(few) == MIN_SAMPLES // 256
+    n_train = len(split_tiles(many, 0.2, 0)[0])
+    assert n_train > MIN_SAMPLES
+    assert batches(many) == -(-min(n_train, MAX_SAMPLES) // 256) > batches(few)
+
+
+def test_training_drops_background_tiles_whose_centre_block_holds_paint():
+    image, labels = two_blobs()
+    tiles = extract_tiles(image, labels, tile_size=T, background_gap=1, seed=0)
+    from napari_tilemap.learn._training import painted_centre_blocks
+
+    for step in (4, 8):
+        dropped = painted_centre_blocks(tiles, step)
+        assert dropped.any() and (tiles.classes[dropped] == 0).all()
+        for k in range(len(tiles)):
+            if tiles.classes[k] == 0:
+                cy, cx = tiles.centers[k]
+                block = labels[cy - step // 2 : cy + step // 2, cx - step // 2 : cx + step // 2]
+                assert dropped[k] == block.any()
+    run = TrainingRun(tiles, preset="small", epochs=1, samples_per_epoch=64, device="cpu")
+    for _ in run:
+        pass
+    kept = sum(run.model.record["tiles"]["train"].values()) + sum(run.model.record["tiles"]["val"].values())
+    assert kept + run.model.record["tiles"]["left_out"] == len(tiles)
+    assert run.model.record["tiles"]["left_out"] >= painted_centre_blocks(tiles, 4).sum()
