@@ -153,6 +153,34 @@ class ClassificationMap:
             entries.append((UNKNOWN, UNKNOWN_NAME, UNKNOWN_COLOR))
         return entries
 
+    def regions(self, threshold=None, min_area: float = 0, **kwargs) -> dict:
+        """One row per connected region of each class: see :func:`napari_tilemap.analysis._regions.regions`.
+
+        Examples
+        --------
+        >>> table = cmap.regions(threshold=0.8, min_area=256)   # doctest: +SKIP
+        """
+        from ..analysis._regions import regions
+
+        return regions(self, threshold, min_area, **kwargs)
+
+    def statistics(self, threshold=None, min_area: float = 0, **kwargs) -> dict:
+        """Regions, cells, area and area fraction per class: see :func:`napari_tilemap.analysis._stats.statistics`."""
+        from ..analysis._stats import statistics
+
+        return statistics(self, threshold, min_area, **kwargs)
+
+    def export(self, path, format: str | None = None, **kwargs) -> Path:
+        """Write GeoJSON, COCO JSON, CSV or a label TIFF: see :func:`napari_tilemap.analysis._export.export`.
+
+        Examples
+        --------
+        >>> cmap.export("regions.geojson", threshold=0.8)   # doctest: +SKIP
+        """
+        from ..analysis._export import export
+
+        return export(self, path, format, **kwargs)
+
 
 def store_attrs(
     geometry: MapGeometry,
@@ -184,6 +212,60 @@ def store_attrs(
     if threshold is not None:
         attrs["unknown"] = unknown_entry()
     return attrs
+
+
+OME_VERSION = "0.5"
+"""The OME-Zarr (NGFF) version of the ``ome`` attribute a map store carries."""
+
+
+def ome_attrs(geometry: MapGeometry, class_table: ClassTable, levels: int = 0) -> dict:
+    """The store's ``ome`` attribute: OME-Zarr (NGFF 0.5) metadata of its pyramid levels.
+
+    Two multiscales, in image pixel coordinates: ``classes`` (first, the one most readers
+    show; with ``image-label`` colours and names) and ``scores``. Level i of ``classes``
+    picks the top-left cell of each 2^i × 2^i group, so its transform is ``scale =
+    2^i · S`` and ``translation = offset``; level i of ``scores`` averages the group, whose
+    centre lies ``(2^i - 1) · S / 2`` further on. At level 0 both equal
+    :meth:`MapGeometry.layer_transform`, so an NGFF reader lays the map over its image.
+    """
+    (s, _), (o, _) = geometry.layer_transform()
+    yx = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+
+    def datasets(name: str, centred: bool, channel: bool) -> list[dict]:
+        out = []
+        for i in range(levels + 1):
+            f = 2**i
+            shift = o + (f - 1) * s / 2 if centred else o
+            out.append({"path": name + (f"_{i}" if i else ""), "coordinateTransformations": [
+                {"type": "scale", "scale": [1.0] * channel + [f * s, f * s]},
+                {"type": "translation", "translation": [0.0] * channel + [shift, shift]},
+            ]})
+        return out
+
+    table = class_table.to_dict()
+    return {
+        "version": OME_VERSION,
+        "multiscales": [
+            {"name": "classes", "axes": yx, "datasets": datasets("classes", False, False), "type": "nearest",
+             "metadata": {"description": "best class per map cell, as its label value (napari-tilemap)"}},
+            {"name": "scores", "axes": [{"name": "class", "type": "channel"}, *yx],
+             "datasets": datasets("scores", True, True), "type": "mean",
+             "metadata": {"description": "class scores per map cell", "classes": table["class_names"]}},
+        ],
+        "image-label": {
+            "version": OME_VERSION,
+            "colors": [{"label-value": int(v), "rgba": [round(255 * c) for c in color]}
+                       for v, color in zip(class_table.values, class_table.colors)],
+            "properties": [{"label-value": int(v), "class": n} for v, n in zip(class_table.values, class_table.names)],
+        },
+    }
+
+
+def set_ome_attrs(group, levels: int) -> None:
+    """Write the ``ome`` attribute of a store whose pyramid has ``levels`` levels above level 0."""
+    attrs = dict(group.attrs["tilemap"])
+    geometry = MapGeometry(int(attrs["tile_size"]), int(attrs["step"]), tuple(attrs["image_shape"]))
+    group.attrs["ome"] = ome_attrs(geometry, ClassTable.from_dict(attrs), levels)
 
 
 def set_threshold_attrs(group, threshold: Threshold | None) -> None:
@@ -226,7 +308,8 @@ def create_store(
         raise MapStoreError(f"scores_dtype must be 'float16' or 'float32', got {scores_dtype!r}")
     h, w = geometry.map_shape
     k = len(class_table)
-    attrs = {"tilemap": store_attrs(geometry, class_table, complete=False, run=run)}
+    attrs = {"tilemap": store_attrs(geometry, class_table, complete=False, run=run),
+             "ome": ome_attrs(geometry, class_table)}
     group = zarr.create_group(str(path), zarr_format=3, attributes=attrs)
     codecs = chunk_codecs()
     group.create_array(

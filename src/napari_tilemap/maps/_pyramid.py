@@ -10,9 +10,10 @@ def build_pyramid(group, *, min_size: int = 256, chunk: int = 512) -> int:
 
     ``classes`` levels take the top-left cell of each 2×2 group (labels stay labels);
     ``scores`` levels average each 2×2 group. Every level is computed from the one
-    before it, one chunk at a time, so memory stays flat. Returns the number of levels.
+    before it, one chunk at a time, so memory stays flat. The store's OME-Zarr ``ome``
+    attribute then lists every level. Returns the number of levels.
     """
-    from ._mapstore import chunk_codecs
+    from ._mapstore import chunk_codecs, set_ome_attrs
 
     codecs = chunk_codecs()
     level, prev_classes, prev_scores = 0, group["classes"], group["scores"]
@@ -34,6 +35,7 @@ def build_pyramid(group, *, min_size: int = 256, chunk: int = 512) -> int:
                 classes[r : r + chunk, c : c + chunk] = np.asarray(prev_classes[rs, cs])[::2, ::2]
                 scores[:, r : r + chunk, c : c + chunk] = _mean2x2(np.asarray(prev_scores[:, rs, cs]))
         prev_classes, prev_scores = classes, scores
+    set_ome_attrs(group, level)
     return level
 
 
