@@ -316,7 +316,11 @@ def test_the_report_holds_json_and_three_pictures(tmp_path):
     for p in paths[1:]:
         picture = imread(p)
         assert picture.ndim == 3 and min(picture.shape[:2]) > 100
-    write_report(result, tmp_path / "report")  # overwrites in place
+    with pytest.raises(TilemapInputError, match="already holds a report; .*overwrite=True"):
+        write_report(result, tmp_path / "report")
+    before = paths[0].stat().st_mtime_ns
+    write_report(result, tmp_path / "report", overwrite=True)  # replaces in place
+    assert paths[0].stat().st_mtime_ns >= before and json.loads(paths[0].read_text()) == result.to_dict()
     with pytest.raises(TilemapInputError, match="does not exist"):
         write_report(result, tmp_path / "missing" / "report")
     text = result.summary()

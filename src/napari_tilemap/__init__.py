@@ -45,6 +45,10 @@ _EXPORTS = {
     "evaluate": ".analysis._evaluate",
     "Evaluation": ".analysis._evaluate",
     "write_report": ".analysis._report",
+    "regions": ".analysis._regions",
+    "statistics": ".analysis._stats",
+    "export": ".analysis._export",
+    "ExportError": ".analysis._export",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -73,7 +77,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._geometry import MapGeometry
     from ._progress import Cancelled
     from .analysis._evaluate import Evaluation, evaluate
+    from .analysis._export import ExportError, export
+    from .analysis._regions import regions
     from .analysis._report import write_report
+    from .analysis._stats import statistics
     from .io._sample import SurfaceSample, sample_surface
     from .learn._model import TileClassifier
     from .learn._modelfile import load_model

@@ -80,7 +80,7 @@ def map_layer_data(
     multiscale = len(classes) > 1
     common = {"scale": scale, "translate": translate}
     kw = labels_kwargs(table, unknown=cmap.threshold is not None)
-    kw["metadata"] = {**kw["metadata"], "tilemap_map": cmap.attrs(), "tilemap_path": str(cmap.path or "")}
+    kw["metadata"] = {**kw["metadata"], MAP_KEY: cmap.attrs(), "tilemap_path": str(cmap.path or "")}
     layers = [(classes if multiscale else classes[0],
                {"name": f"{name} classes", "opacity": 0.6, "multiscale": multiscale, **kw, **common}, "labels")]
     for k, (cname, color, value) in enumerate(zip(table.names, table.colors, table.values)):
@@ -90,8 +90,19 @@ def map_layer_data(
         layers.append((data if multiscale else data[0],
                        {"name": f"{name} score {cname}", "colormap": _colormap(cname, color),
                         "contrast_limits": (0.0, 1.0), "blending": "additive", "opacity": 0.7,
-                        "visible": False, "multiscale": multiscale, **common}, "image"))
+                        "visible": False, "multiscale": multiscale, "metadata": {MAP_SCORE_KEY: cname}, **common},
+                       "image"))
     return layers
+
+
+MAP_KEY, MAP_SCORE_KEY = "tilemap_map", "tilemap_map_score"
+"""Metadata keys of the layers that show a map (its classes; one class's scores)."""
+
+
+def is_map_layer(layer) -> bool:
+    """Whether ``layer`` shows a map (an output, never an input to tiles, training or prediction)."""
+    metadata = getattr(layer, "metadata", None) or {}
+    return MAP_KEY in metadata or MAP_SCORE_KEY in metadata
 
 
 def read_map_store(path) -> list[tuple]:

@@ -1,4 +1,4 @@
-"""The ``tilemap`` command line: ``demo``, ``train``, ``predict`` and ``evaluate``.
+"""The ``tilemap`` command line: ``demo``, ``train``, ``predict``, ``evaluate`` and ``export``.
 
 Exit status 0 on success, 2 on bad input, 1 when the environment fails (disk full, a
 lost cluster), 130 when interrupted; every error is one line on stderr.
@@ -11,11 +11,13 @@ import errno
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ._classes import UNKNOWN
+from ._cli_progress import EpochProgress, Steps
 from ._errors import TilemapInputError
 from ._progress import Cancelled
 
@@ -31,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, or a usage error already printed in one line
         return int(done.code or 0)
+    args.kept = "nothing was written"  # each command says here what an interrupt would leave
     try:
         return args.run(args)
     except (TilemapInputError, ValueError, TypeError) as err:
         return _fail(args.command, _one_line(err), BAD_INPUT)
     except KeyboardInterrupt:
-        hint = "; run the same command again to resume" if args.command == "predict" else ""
-        print(f"tilemap {args.command}: interrupted{hint}", file=sys.stderr)
+        print(f"tilemap {args.command}: interrupted; {args.kept}", file=sys.stderr)
         return INTERRUPTED
     except Cancelled as err:
         return _fail(args.command, _one_line(err), INTERRUPTED)
@@ -54,7 +56,29 @@ def _fail(command: str, message: str, status: int) -> int:
 
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
-    return text or type(err).__name__
+    return cli_words(text) or type(err).__name__
+
+
+# The library's messages name Python arguments; on the command line they name the options.
+_OPTION_OF = {"overwrite": "--overwrite", "block_size": "--chunk", "tile_size": "--tile-size", "epochs": "--epochs",
+              "preset": "--preset", "device": "--device", "background": "--background", "loss": "--loss",
+              "seed": "--seed", "threshold": "--threshold", "workers": "--workers", "min_area": "--min-area",
+              "hard_negative_rounds": "--hard-negatives", "augment": "--augment",
+              "pixel_size": "--pixel-size", "format": "--format"}
+
+
+def cli_words(text: str) -> str:
+    """``text`` with Python spellings (``overwrite=True``, ``background='none'``) as CLI options."""
+    import re
+
+    def option(match: re.Match) -> str:
+        flag = _OPTION_OF[match.group(1)]
+        value = match.group(3)
+        return flag if value == "True" else f"{flag} {value}"
+
+    names = "|".join(_OPTION_OF)
+    text = re.sub(rf"\b({names})=(['\"]?)([\w.:-]+)\2", option, text)
+    return text.replace('scores_dtype="float16"', "--float16")
 
 
 def _environment_message(err: Exception, command: str) -> str:
@@ -74,6 +98,23 @@ def _environment_message(err: Exception, command: str) -> str:
 
 THRESHOLD_HELP = ("reject threshold: cells whose best score is below it are 'unknown' (255); one value in 0..1 "
                   "or one per class, as NAME=T,NAME=T (default: none)")
+
+
+AUGMENT_NAMES = ("flip", "rot90", "rotate", "shift", "intensity", "noise", "blur")
+
+
+def _augment_arg(text: str):
+    """``default``, ``none`` or comma-separated augmentation names, as :attr:`TrainConfig.augment` takes them."""
+    if text.strip() == "default":
+        return True
+    if text.strip() == "none":
+        return False
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in AUGMENT_NAMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown augmentation(s) {', '.join(unknown)}: choose from "
+                                         f"{','.join(AUGMENT_NAMES)}, or default, or none")
+    return names
 
 
 def _threshold_arg(text: str):
@@ -96,119 +137,186 @@ class _Parser(argparse.ArgumentParser):
         self.exit(BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default (required options and flags have none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        if not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+DEVICE_HELP = "where the network runs: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps"
+SEED_HELP = "random seed: the same seed and data give the same tiles and model"
+TILE_HELP = ("tile side T in pixels, the network's receptive field: even, at least 18 (small), 38 (medium) or "
+             "78 (large); a map cell's class is decided by the T x T tile around it, so choose T a bit larger "
+             "than the structures you paint")
+PRESET_HELP = ("network size and map step S (pixels per map cell): small = step 4, fast, fine details; "
+               "medium = step 8; large = step 16, more context")
+BACKGROUND_HELP = ("unpainted: everything you did not paint is one more class, 'background' (defects on a "
+                   "surface: paint only the defects). none: every region of the image is one of the painted "
+                   "classes and unpainted pixels are ignored (textures, tissue types: paint a few strokes of each)")
+EPOCHS_HELP = "most passes over the training tiles; training stops earlier when validation stops improving"
+
+
+def _subparser(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_Help)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tilemap", description="Tile classification of images of any size.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="sample surface -> tiles -> train -> map, end to end")
-    d.add_argument("-o", "--out", default="tilemap-demo", help="output folder (default: %(default)s)")
-    d.add_argument("--epochs", type=int, default=20)
-    d.add_argument("--device", default="auto")
-    d.add_argument("--seed", type=int, default=0)
+    d = _subparser(sub, "demo", "sample surface -> tiles -> train -> map, end to end")
+    d.add_argument("-o", "--out", default="tilemap-demo", help="output folder, created if missing")
+    d.add_argument("--epochs", type=int, default=20, help=EPOCHS_HELP)
+    d.add_argument("--device", default="auto", help=DEVICE_HELP)
+    d.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     d.add_argument("--view", action="store_true", help="open the result in napari (needs a display)")
+    d.add_argument("--overwrite", action="store_true", help="replace the results of an earlier demo in --out")
     d.set_defaults(run=_demo)
 
-    t = sub.add_parser("train", help="train a model on painted images")
-    t.add_argument("pairs", nargs="+", metavar="IMAGE LABELS", help="image and labels files, in pairs")
+    t = _subparser(sub, "train", "train a model on painted images")
+    t.add_argument("pairs", nargs="+", metavar="IMAGE LABELS",
+                   help="image and labels files, in pairs; labels: 0 = unpainted, 1, 2, ... = classes")
     t.add_argument("-o", "--out", required=True, help="model file to write (*.tilemap)")
-    t.add_argument("--tile-size", type=int, default=64)
-    t.add_argument("--preset", default="medium", choices=["small", "medium", "large"])
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--device", default="auto")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--background", default="unpainted", choices=["unpainted", "none"])
+    t.add_argument("--tile-size", type=int, default=64, help=TILE_HELP)
+    t.add_argument("--preset", default="medium", choices=["small", "medium", "large"], help=PRESET_HELP)
+    t.add_argument("--epochs", type=int, default=20, help=EPOCHS_HELP)
+    t.add_argument("--device", default="auto", help=DEVICE_HELP)
+    t.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    t.add_argument("--background", default="unpainted", choices=["unpainted", "none"], help=BACKGROUND_HELP)
     t.add_argument("--loss", default="softmax", choices=["softmax", "sigmoid"],
-                   help="softmax: scores sum to 1; sigmoid: one-vs-rest scores, each class on its own "
-                        "(default: %(default)s)")
+                   help="softmax: a cell's scores sum to 1; sigmoid: one-vs-rest scores, each class on its own")
+    t.add_argument("--augment", type=_augment_arg, default="default", metavar="NAMES",
+                   help=f"training augmentations, comma-separated from {','.join(AUGMENT_NAMES)}; 'default' is all "
+                        "of them, 'none' turns augmentation off; leave out flip,rot90,rotate for defects whose "
+                        "direction matters (default: default)")
+    t.add_argument("--hard-negatives", type=int, default=0, metavar="N",
+                   help="after training, N rounds of: predict over the training images, add unpainted places "
+                        "called a painted class as background, fine-tune; needs --background unpainted and every "
+                        "defect of the training images painted")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.set_defaults(run=_train)
 
-    r = sub.add_parser("predict", help="compute the classification map of an image")
+    r = _subparser(sub, "predict", "compute the classification map of one or more images")
     r.add_argument("model", help="model file (*.tilemap)")
-    r.add_argument("image", help="image file: TIFF, PNG/JPEG, .npy, zarr / OME-Zarr")
-    r.add_argument("-o", "--out", required=True, help="map store to write (MAP.zarr)")
-    r.add_argument("--chunk", type=int, default=1024, help="work block side in pixels (default: %(default)s)")
-    r.add_argument("--device", default="auto")
+    r.add_argument("images", nargs="+", metavar="IMAGE", help="image files: TIFF, PNG/JPEG, .npy, zarr / OME-Zarr")
+    r.add_argument("-o", "--out", required=True,
+                   help="map store to write (MAP.zarr); with several images, a folder that gets one IMAGE.zarr each")
+    r.add_argument("--chunk", type=int, default=1024, help="work block side in pixels; memory grows with its square")
+    r.add_argument("--device", default="auto", help=DEVICE_HELP)
     r.add_argument("--workers", type=int, default=None, help="local worker threads (default: 2)")
-    r.add_argument("--scheduler", default=None, help="run on the dask.distributed cluster at this address")
+    r.add_argument("--scheduler", default=None, help="run on the dask.distributed cluster at this address "
+                                                     "(default: run here)")
     r.add_argument("--float16", action="store_true", help="store scores as float16 (half the disk)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing, different map store")
     r.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
     r.set_defaults(run=_predict)
 
-    e = sub.add_parser("evaluate", help="measure a model against labelled images: cells, objects, scores")
+    e = _subparser(sub, "evaluate", "measure a model against labelled images: cells, objects, scores")
     e.add_argument("model", help="model file (*.tilemap)")
     e.add_argument("pairs", nargs="+", metavar="IMAGE TRUTH", help="image and truth label files, in pairs")
     e.add_argument("--unlabelled", default="background", choices=["background", "ignore"],
-                   help="truth value 0 is background (a full ground truth) or is ignored (sparse painting); "
-                        "default: %(default)s")
-    e.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T",
-                   help=THRESHOLD_HELP)
+                   help="truth value 0 is background (a full ground truth) or is ignored (sparse painting)")
+    e.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
     e.add_argument("--report", default=None, metavar="DIR",
-                   help="write evaluation.json and pictures (confusion, score histograms, precision-recall) here")
-    e.add_argument("--chunk", type=int, default=1024, help="work block side in pixels (default: %(default)s)")
-    e.add_argument("--device", default="auto")
+                   help="write evaluation.json and pictures (confusion, score histograms, precision-recall) here "
+                        "(default: none)")
+    e.add_argument("--overwrite", action="store_true", help="replace the files of an earlier report in DIR")
+    e.add_argument("--chunk", type=int, default=1024, help="work block side in pixels; memory grows with its square")
+    e.add_argument("--device", default="auto", help=DEVICE_HELP)
     e.set_defaults(run=_evaluate)
+
+    from ._cli_export import add_export_parser
+
+    add_export_parser(sub)
     return p
 
 
-def _bar(total: int, desc: str, unit: str):
-    from tqdm import tqdm
+def _check_output(path: Path, *, overwrite: bool, exists_ok: bool = False) -> None:
+    """Refuse an output before any work: its folder must exist, and an existing output needs --overwrite."""
+    if not path.absolute().parent.is_dir():
+        raise TilemapInputError(f"the folder of the output {str(path)!r} does not exist; create it first")
+    if path.exists() and not (overwrite or exists_ok):
+        raise TilemapInputError(f"{str(path)!r} already exists; choose another output or pass --overwrite")
 
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+def _check_training_options(tile_size: int, background: str = "unpainted", **config):
+    """A :class:`TrainConfig` of ``config``, checked with the tile size before any image is read."""
+    from .learn._networks import architecture
+    from .learn._training import TrainConfig
+
+    checked = TrainConfig(**config)
+    architecture(checked.preset, tile_size, 1, 2 if background == "none" else 3)
+    return checked
 
 
-def _train_with_bar(tiles, **kw):
+def _train_with_bar(tiles, config, args, out: Path):
+    """Train with progress on stderr and write the model; Ctrl-C keeps the best model so far."""
     from .learn._training import BatchProgress, TrainingRun
 
-    run = TrainingRun(tiles, **kw)
-    bar = None
-    for event in run:
-        if isinstance(event, BatchProgress):
-            if bar is None or event.batch == 1:
-                if bar is not None:
-                    bar.close()
-                bar = _bar(event.batches, f"epoch {event.epoch}/{run.config.epochs}", "batch")
-            bar.update(1)
-            bar.set_postfix(loss=f"{event.loss:.3f}")
-        else:
-            bar.set_postfix(loss=f"{event.train_loss:.3f}", val_loss=f"{event.val_loss:.3f}",
-                            val_acc=f"{event.val_accuracy:.3f}")
-    if bar is not None:
-        bar.close()
+    run = TrainingRun(tiles, config)
+    shown = EpochProgress(config.epochs)
+    events = iter(run)
+    try:
+        for event in events:
+            if isinstance(event, BatchProgress):
+                shown.batch(event)
+            else:
+                shown.epoch(event)
+    except KeyboardInterrupt:
+        events.close()  # the run puts its best weights back
+        if run.model is None:
+            args.kept = "training stopped before its first epoch ended; no model was written"
+            raise
+        run.model.save(out)
+        final = run.model.record["final"]
+        args.kept = (f"the best model so far (epoch {final['epoch']} of {len(run.history)} run) "
+                     f"was written to {out}")
+        raise
+    finally:
+        shown.close()
     if run.model is None:
-        from ._progress import Cancelled
-
         raise Cancelled("training stopped before its first epoch ended; no model was written")
+    run.model.save(out)
     return run.model
 
 
 def _predict_with_bar(model, image, out, **kw):
     from .maps._predict import predict
 
-    bar = None
+    shown = None
 
     def progress(event):
-        nonlocal bar
-        if bar is None:
-            bar = _bar(event.total, "predict", "block")
-        bar.update(1)
+        nonlocal shown
+        if shown is None:
+            shown = Steps(event.total, f"predict {Path(str(image)).name}", "block")
+        shown.update_to(shown.done + 1)
 
     try:
         return predict(model, image, out, callback=progress, **kw)
     finally:
-        if bar is not None:
-            bar.close()
+        if shown is not None:
+            shown.close()
 
 
 def _metrics_line(model) -> str:
-    final = model.record.get("final") or {}
+    from .learn._advice import kept_epoch
+
+    record = model.record
+    final = record.get("final") or {}
     recall = ", ".join(
         f"{name} {v:.3f}" if v is not None else f"{name} n/a" for name, v in (final.get("per_class_recall") or {}).items()
     )
     acc = final.get("val_accuracy")
     acc_text = f"{acc:.3f}" if acc is not None else "n/a"
-    lines = [f"validation accuracy {acc_text} (epoch {final.get('epoch')}); recall per class: {recall}"]
+    lines = [f"validation accuracy {acc_text}; recall per class: {recall}", kept_epoch(record)]
+    if record.get("hard_negatives"):
+        lines.append(f"hard negatives added per round: {', '.join(map(str, record['hard_negatives']))}")
     if final.get("confusion"):
         lines.append(confusion_table(final["confusion"], model.class_table.names))
     return "\n".join(lines)
@@ -232,29 +340,47 @@ def _demo(args) -> int:
     from .maps._overlay import overlay
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    results = [out / "model.tilemap", out / "map.zarr", out / "overlay.png"]
+    if not out.absolute().parent.is_dir():
+        raise TilemapInputError(f"the folder of the output {str(out)!r} does not exist; create it first")
+    if out.exists() and not out.is_dir():
+        raise TilemapInputError(f"{str(out)!r} is a file; choose a folder for the demo's results")
+    if not args.overwrite and any(p.exists() for p in results):
+        raise TilemapInputError(f"{str(out)!r} already holds demo results; choose another folder or pass --overwrite")
+    if args.view:
+        _check_display()
+    config = _check_training_options(48, epochs=args.epochs, device=args.device, seed=args.seed)
+    out.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     sample = sample_surface(seed=args.seed)
     tiles = extract_tiles(sample.image, sample.labels, tile_size=48, class_table=sample.class_table, seed=args.seed)
     print(f"tiles: {tiles.counts()}", file=sys.stderr)
-    model = _train_with_bar(tiles, epochs=args.epochs, device=args.device, seed=args.seed)
-    model.save(out / "model.tilemap")
-    cmap = _predict_with_bar(model, sample.image, out / "map.zarr", device=args.device, overwrite=True)
-    imsave(out / "overlay.png", overlay(sample.image, cmap), check_contrast=False)
+    model = _train_with_bar(tiles, config, args, results[0])
+    args.kept = f"the model was written to {results[0]}; the map store keeps its finished blocks"
+    cmap = _predict_with_bar(model, sample.image, results[1], device=args.device, overwrite=True)
+    imsave(results[2], overlay(sample.image, cmap), check_contrast=False)
     print(_metrics_line(model))
-    print(f"wrote {out / 'model.tilemap'}, {out / 'map.zarr'}, {out / 'overlay.png'} "
-          f"in {time.perf_counter() - t0:.0f} s")
+    print(f"wrote {', '.join(map(str, results))} in {time.perf_counter() - t0:.0f} s")
     if args.view:
         _view(sample, cmap)
     return 0
 
 
-def _view(sample, cmap) -> None:
+def _check_display() -> None:
+    """Refuse --view early, in one line, where napari cannot open a window."""
     try:
-        import napari
+        import napari  # noqa: F401
     except ImportError:
-        print("tilemap demo: --view needs napari: pip install 'napari-tilemap[all]'", file=sys.stderr)
-        return
+        raise TilemapInputError("--view needs napari: pip install 'napari-tilemap[all]'") from None
+    if sys.platform.startswith("linux") and os.environ.get("QT_QPA_PLATFORM", "") not in ("offscreen", "minimal"):
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise TilemapInputError("--view needs a display, and none is set (DISPLAY is empty); run without "
+                                    "--view and open the results later, or run under xvfb-run")
+
+
+def _view(sample, cmap) -> None:
+    import napari
+
     from ._layerdata import map_layer_data
 
     viewer = napari.Viewer()
@@ -273,22 +399,30 @@ def _read_array(path: str) -> np.ndarray:
 
 
 def _train(args) -> int:
+    from .learn._advice import advice
     from .learn._tiles import extract_tiles
 
     if len(args.pairs) % 2:
         raise TilemapInputError("train takes IMAGE LABELS pairs; got an odd number of files")
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise TilemapInputError(f"{out} already exists; choose another output or pass --overwrite")
-    if not out.absolute().parent.is_dir():
-        raise TilemapInputError(f"the folder of the output {str(out)!r} does not exist; create it first")
+    _check_output(out, overwrite=args.overwrite)
+    config = _check_training_options(args.tile_size, args.background, preset=args.preset, epochs=args.epochs,
+                                     device=args.device, seed=args.seed, loss=args.loss, augment=args.augment,
+                                     hard_negative_rounds=args.hard_negatives)
+    if args.hard_negatives and args.background == "none":
+        raise TilemapInputError("--hard-negatives needs --background unpainted: with 'none', unpainted pixels are "
+                                "not background, so no false alarm can be told from a class")
     images = [_read_array(p) for p in args.pairs[0::2]]
     labels = [_read_array(p) for p in args.pairs[1::2]]
     tiles = extract_tiles(images, labels, tile_size=args.tile_size, background=args.background, seed=args.seed)
     print(f"tiles: {tiles.counts()}", file=sys.stderr)
-    model = _train_with_bar(tiles, preset=args.preset, epochs=args.epochs, device=args.device, seed=args.seed,
-                            loss=args.loss)
-    model.save(out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = _train_with_bar(tiles, config, args, out)
+    for warning in caught:
+        print(f"tilemap train: warning: {cli_words(str(warning.message))}", file=sys.stderr)
+    for text in advice(model):
+        print(f"tilemap train: warning: {cli_words(text)}", file=sys.stderr)
     print(_metrics_line(model))
     print(f"wrote {out}")
     return 0
@@ -297,52 +431,87 @@ def _train(args) -> int:
 def _predict(args) -> int:
     from .learn._modelfile import load_model
 
+    out = Path(args.out)
+    if len(args.images) == 1:
+        _check_output(out, overwrite=args.overwrite, exists_ok=True)  # an existing store resumes or is refused
+        targets = [(args.images[0], out)]
+    else:
+        targets = _batch_targets(args.images, out)
     model = load_model(args.model)
-    cmap = _predict_with_bar(
-        model, args.image, args.out, block_size=args.chunk, device=args.device, overwrite=args.overwrite,
-        workers=args.workers, scheduler=args.scheduler, scores_dtype="float16" if args.float16 else "float32",
-    )
-    if args.threshold is not None:
-        from .maps._threshold import write_threshold
+    if len(args.images) > 1:
+        out.mkdir(exist_ok=True)
+    done: list[str] = []
+    for image, store in targets:
+        args.kept = ("; ".join([*(f"{p} is complete" for p in done),
+                                f"{store} keeps its finished blocks: run the same command again to resume"]))
+        cmap = _predict_with_bar(
+            model, image, store, block_size=args.chunk, device=args.device, overwrite=args.overwrite,
+            workers=args.workers, scheduler=args.scheduler, scores_dtype="float16" if args.float16 else "float32",
+        )
+        if args.threshold is not None:
+            from .maps._threshold import write_threshold
 
-        cmap = write_threshold(args.out, args.threshold)
-        rows = range(0, cmap.shape[0], 1024)  # counted in strips: the map may not fit in memory
-        unknown = sum(int((np.asarray(cmap.classes[r : r + 1024]) == UNKNOWN).sum()) for r in rows)
-        print(f"threshold {args.threshold}: {unknown} of {cmap.shape[0] * cmap.shape[1]} cells unknown")
-    print(f"wrote {args.out}: map of {cmap.shape[0]}x{cmap.shape[1]} cells, step {cmap.step}")
+            cmap = write_threshold(store, args.threshold)
+            rows = range(0, cmap.shape[0], 1024)  # counted in strips: the map may not fit in memory
+            unknown = sum(int((np.asarray(cmap.classes[r : r + 1024]) == UNKNOWN).sum()) for r in rows)
+            print(f"threshold {args.threshold}: {unknown} of {cmap.shape[0] * cmap.shape[1]} cells unknown")
+        print(f"wrote {store}: map of {cmap.shape[0]}x{cmap.shape[1]} cells, step {cmap.step}")
+        done.append(str(store))
     return 0
+
+
+def _batch_targets(images: list[str], folder: Path) -> list[tuple[str, Path]]:
+    """One map store per image in ``folder``, named after the image; checked before any work."""
+    if not folder.absolute().parent.is_dir():
+        raise TilemapInputError(f"the folder above the output {str(folder)!r} does not exist; create it first")
+    if folder.exists() and not folder.is_dir():
+        raise TilemapInputError(f"with several images, -o names a folder, and {str(folder)!r} is a file")
+    stores: dict[Path, str] = {}
+    for image in images:
+        name = Path(image.rstrip("/\\")).name
+        stem = name[: -len(".ome.zarr")] if name.endswith(".ome.zarr") else Path(name).stem
+        store = folder / f"{stem}.zarr"
+        if store in stores:
+            raise TilemapInputError(f"{stores[store]!r} and {image!r} would both write {str(store)!r}; "
+                                    "rename one of them or predict them one by one")
+        stores[store] = image
+    return [(image, store) for store, image in stores.items()]
 
 
 def _evaluate(args) -> int:
     from .analysis._evaluate import evaluate
-    from .analysis._report import write_report
+    from .analysis._report import REPORT_FILES, write_report
     from .learn._modelfile import load_model
 
     if len(args.pairs) % 2:
         raise TilemapInputError("evaluate takes IMAGE TRUTH pairs after the model; got an odd number of files")
-    if args.report is not None and not Path(args.report).absolute().parent.is_dir():
-        raise TilemapInputError(f"the folder of the report {args.report!r} does not exist; create it first")
+    if args.report is not None:
+        report = Path(args.report)
+        if not report.absolute().parent.is_dir():
+            raise TilemapInputError(f"the folder above the report {args.report!r} does not exist; create it first")
+        if not args.overwrite and any((report / name).exists() for name in REPORT_FILES):
+            raise TilemapInputError(f"{args.report!r} already holds a report; choose another folder or pass "
+                                    "--overwrite")
     model = load_model(args.model)
-    bar = None
+    shown = None
 
     def progress(event):
-        nonlocal bar
-        if bar is None or bar.desc != event.stage:
-            if bar is not None:
-                bar.close()
-            bar = _bar(event.total, event.stage, "block")
-        bar.n = event.done
-        bar.refresh()
+        nonlocal shown
+        if shown is None or shown.desc != event.stage:
+            if shown is not None:
+                shown.close()
+            shown = Steps(event.total, event.stage, "block")
+        shown.update_to(event.done)
 
     try:
         result = evaluate(model, args.pairs[0::2], args.pairs[1::2], unlabelled=args.unlabelled,
                           threshold=args.threshold, block_size=args.chunk, device=args.device, callback=progress)
     finally:
-        if bar is not None:
-            bar.close()
+        if shown is not None:
+            shown.close()
     print(result.summary())
     if args.report is not None:
-        paths = write_report(result, args.report)
+        paths = write_report(result, args.report, overwrite=args.overwrite)
         print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

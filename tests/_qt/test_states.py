@@ -153,8 +153,8 @@ def test_class_names_and_colours_are_edited_in_the_widget_and_carried_by_the_lay
     viewer, w = dock
     image = viewer.add_image(small_sample.image, name="surface")
     w.classes.add_class.clicked()
-    w.classes.table.data[2, 0] = "stain"
-    w.classes.table.data[0, 1] = "yellow"
+    w.classes.table.data[3, 0] = "stain"  # rows are headed by label values: row 0 is background
+    w.classes.table.data[1, 1] = "yellow"
     w.classes.image.value = image
     layer = w.classes.create_labels_layer()
     assert list(layer.features["class"]) == ["background", "pit", "scratch", "stain"]

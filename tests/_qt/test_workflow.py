@@ -10,7 +10,8 @@ from .conftest import paint, wait_for
 def test_the_plugin_is_discovered_and_docks(dock):
     viewer, widget = dock
     assert type(widget).__name__ == "TilemapWidget"
-    assert [widget.tabs.tabText(i) for i in range(widget.tabs.count())] == ["Classes", "Tiles", "Train", "Predict", "Evaluate"]
+    assert [widget.tabs.tabText(i) for i in range(widget.tabs.count())] == [
+        "Classes", "Tiles", "Train", "Predict", "Suggest", "Evaluate", "Results"]
 
 
 @pytest.mark.parametrize("scale, translate", [((1.0, 1.0), (0.0, 0.0)), ((0.5, 2.0), (100.0, -40.0))])

@@ -6,6 +6,8 @@ import numpy as np
 from magicgui.widgets import ComboBox
 from napari.layers import Image
 
+from .._layerdata import is_map_layer
+
 
 def full_resolution(layer: Image):
     """The layer's full-resolution array (level 0 of a multiscale layer)."""
@@ -56,7 +58,35 @@ def visible_box(viewer, layer) -> tuple[int, int, int, int]:
     return y0, y1, x0, x1
 
 
-def layer_combo(viewer, kind, label: str):
-    """A magicgui ComboBox listing the viewer's layers of type ``kind`` (refreshed by reset_choices)."""
-    return ComboBox(label=label, choices=lambda _=None: [x for x in viewer.layers if isinstance(x, kind)],
-                    nullable=True)
+def input_layers(viewer, kind) -> list:
+    """The viewer's layers of type ``kind`` that can be inputs: map layers are outputs, left out."""
+    return [x for x in viewer.layers if isinstance(x, kind) and not is_map_layer(x)]
+
+
+def layer_combo(viewer, kind, label: str, tooltip: str = ""):
+    """A ComboBox of the viewer's input layers of type ``kind`` (refreshed by reset_choices).
+
+    It starts on, and after each refresh falls back to, the selected layer of that type, else
+    the only one; the dock also moves it to every layer the user adds or selects.
+    """
+    combo = ComboBox(label=label, choices=lambda _=None: input_layers(viewer, kind), nullable=True,
+                     tooltip=tooltip)
+    _reset = combo.reset_choices
+
+    def reset_choices(*_args) -> None:
+        _reset()
+        if combo.value is None:
+            combo.value = obvious_layer(viewer, kind)
+
+    combo.reset_choices = reset_choices
+    reset_choices()
+    return combo
+
+
+def obvious_layer(viewer, kind):
+    """The selected input layer of type ``kind``, else the only one, else None."""
+    candidates = input_layers(viewer, kind)
+    active = viewer.layers.selection.active
+    if active in candidates:
+        return active
+    return candidates[0] if len(candidates) == 1 else None

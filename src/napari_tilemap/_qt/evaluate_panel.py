@@ -16,7 +16,6 @@ from magicgui.widgets import (
     Label,
     PushButton,
     SpinBox,
-    TextEdit,
 )
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
@@ -25,6 +24,7 @@ from napari.utils import progress
 from ..analysis._evaluate import evaluate
 from ..analysis._report import write_report
 from . import _notify
+from ._controls import device_combo, read_only_text
 from ._layers import check_2d, full_resolution, layer_combo, plane_shape
 from .plot import EvaluationPlot
 
@@ -69,16 +69,11 @@ class EvaluatePanel(Container):
         )
         self.threshold = FloatSpinBox(label="reject threshold", value=0.0, min=0.0, max=1.0, step=0.05)
         self.block_size = SpinBox(label="block size", value=1024, min=64, max=16384, step=64)
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.device = device_combo()
         self.evaluate = PushButton(text="Evaluate")
         self.stop = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
-        self.summary = TextEdit(value="")
-        self.summary.native.setReadOnly(True)
-        self.summary.native.setLineWrapMode(self.summary.native.LineWrapMode.NoWrap)
-        font = self.summary.native.font()
-        font.setFamily("monospace")
-        self.summary.native.setFont(font)
+        self.summary = read_only_text()
         self.plot = EvaluationPlot()
         self.report_dir = FileEdit(label="report folder", mode="d")
         self.save = PushButton(text="Save report")
@@ -87,6 +82,7 @@ class EvaluatePanel(Container):
             self.stop, self.status, self.plot, self.summary, self.report_dir, self.save,
         ])
         self.tooltips()
+        self.plot.visible = self.summary.visible = False  # shown with the first result, not as empty frames
         self.worker = None
         self.result = None
         self._cancel = threading.Event()
@@ -100,6 +96,12 @@ class EvaluatePanel(Container):
         self.unlabelled.tooltip = ("Full truth: value 0 is background and is scored. Sparse painting: only "
                                    "painted pixels are scored")
         self.threshold.tooltip = "Cells whose best score is below this are 'unknown' (0: no threshold)"
+        self.image.tooltip = "The image to classify and compare with the truth; follows the layer you add or select"
+        self.block_size.tooltip = "Side in pixels of the blocks the image is classified in; memory grows with its square"
+        self.evaluate.tooltip = "Classify the image and compare every cell and object with the truth"
+        self.stop.tooltip = "Stop the evaluation; nothing is measured"
+        self.report_dir.tooltip = "A folder for evaluation.json and the pictures"
+        self.save.tooltip = "Write the report of the last evaluation into the report folder"
 
     def params(self) -> EvaluateParams:
         threshold = float(self.threshold.value)
@@ -141,11 +143,15 @@ class EvaluatePanel(Container):
         self.status.value = "Stopping…"
 
     def _on_progress(self, event) -> None:
+        self.status.value = f"{event.stage}: {event.done}/{event.total}"
         if self._bar is None or self._bar.desc != f"tilemap: {event.stage}":
             if self._bar is not None:
                 self._bar.close()
-            self._bar = progress(total=event.total, desc=f"tilemap: {event.stage}")
-        self.status.value = f"{event.stage}: {event.done}/{event.total}"
+            self._bar = progress(total=event.total, desc=f"tilemap: {event.stage}")  # may run _on_finished
+        if self.worker is None:
+            self._bar.close()
+            self._bar = None
+            return
         self._bar.n = event.done
         self._bar.refresh()  # last: napari's progress processes Qt events
 
@@ -153,6 +159,7 @@ class EvaluatePanel(Container):
         self.result = result
         self.summary.value = result.summary()
         self.plot.show(result)
+        self.plot.visible = self.summary.visible = True
 
     def _on_finished(self) -> None:
         # set last: a progress event handled while a progress bar processed Qt events may come after _on_done
@@ -173,6 +180,11 @@ class EvaluatePanel(Container):
         folder = str(self.report_dir.value)
         if folder in ("", "."):
             _notify.error("Choose a report folder.")
+            return
+        from ..analysis._report import REPORT_FILES
+
+        if any((Path(folder) / name).exists() for name in REPORT_FILES):
+            _notify.error(f"Report: {folder!r} already holds a report; choose another folder.")
             return
         try:
             paths = write_report(self.result, Path(folder))

@@ -23,6 +23,7 @@ from napari.utils import progress
 from .._layerdata import labels_kwargs, map_layer_data
 from ..maps._predict import iter_predict
 from . import _notify
+from ._controls import device_combo
 from ._layers import check_2d, full_resolution, layer_combo, visible_box, yx_transform
 
 REDRAW_SECONDS = 0.25
@@ -50,14 +51,21 @@ class PredictPanel(Container):
 
     def __init__(self, viewer, session) -> None:
         self.viewer, self.session = viewer, session
-        self.image = layer_combo(viewer, Image, "image")
-        self.region = ComboBox(label="region", choices=["whole image", "in view"], value="whole image")
-        self.block_size = SpinBox(label="block size", value=1024, min=64, max=16384, step=64)
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
-        self.contours = CheckBox(label="draw classes as contours", value=False)
-        self.out = FileEdit(label="save map to (optional)", mode="w", filter="*.zarr")
-        self.predict = PushButton(text="Predict")
-        self.stop = PushButton(text="Stop", enabled=False)
+        self.image = layer_combo(viewer, Image, "image", tooltip="The image to classify; follows the layer you add "
+                                                                 "or select")
+        self.region = ComboBox(label="region", choices=["whole image", "in view"], value="whole image",
+                               tooltip="Classify the whole image, or only the part the canvas shows (quick look)")
+        self.block_size = SpinBox(label="block size", value=1024, min=64, max=16384, step=64,
+                                  tooltip="Side in pixels of the blocks the image is classified in; memory grows "
+                                          "with its square")
+        self.device = device_combo()
+        self.contours = CheckBox(label="draw classes as contours", value=False,
+                                 tooltip="Outline the classes instead of filling them")
+        self.out = FileEdit(label="save map to (optional)", mode="w", filter="*.zarr",
+                            tooltip="A map store (NAME.zarr) to write the map to, block by block; an interrupted "
+                                    "run resumes. Empty: keep the map in memory")
+        self.predict = PushButton(text="Predict", tooltip="Classify the image with the current model")
+        self.stop = PushButton(text="Stop", enabled=False, tooltip="Stop; the blocks done so far are kept")
         self.status = Label(value="")
         self.threshold = FloatSlider(label="reject threshold", value=0.0, min=0.0, max=1.0, step=0.01)
         self.threshold.tooltip = ("Cells whose best score is below this are shown as 'unknown' (grey), without "

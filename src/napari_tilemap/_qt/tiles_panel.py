@@ -14,6 +14,10 @@ from . import _notify
 from ._layers import check_2d, full_resolution, layer_combo, yx_transform
 
 IMBALANCE = 5.0
+NO_PAIRS = "training set: the image and labels above (add more to train on several images)"
+BACKGROUND_TIP = ("unpainted: everything you did not paint is one more class, 'background' - for defects on a "
+                  "surface, paint only the defects. none: every region of the image is one of the painted classes "
+                  "and unpainted pixels are ignored - for textures or tissue types, paint a few strokes of each")
 
 
 @dataclass(frozen=True)
@@ -31,25 +35,78 @@ class TilesPanel(Container):
 
     def __init__(self, viewer, session, classes_panel) -> None:
         self.viewer, self.session, self.classes_panel = viewer, session, classes_panel
-        self.image = layer_combo(viewer, Image, "image")
-        self.labels_layer = layer_combo(viewer, Labels, "labels")
-        self.add_pair = PushButton(text="Add pair")
-        self.clear_pairs = PushButton(text="Clear pairs")
-        self.pairs_label = Label(value="pairs: the one above")
-        self.tile_size = SpinBox(label="tile size", value=64, min=18, max=1024, step=2)
-        self.background = ComboBox(label="background", choices=["unpainted", "none"], value="unpainted")
-        self.sampling = ComboBox(label="background tiles", choices=["random", "grid"], value="random")
-        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
-        self.preview = CheckBox(label="show tiles", value=True)
-        self.extract = PushButton(text="Extract tiles")
+        self.preset_name = "medium"
+        self.image = layer_combo(viewer, Image, "image", tooltip="The painted image; follows the layer you add "
+                                                                 "or select")
+        self.labels_layer = layer_combo(viewer, Labels, "labels", tooltip="The labels layer painted on that image")
+        self.add_pair = PushButton(text="Add image + labels to the training set",
+                                   tooltip="Train on several images: add each painted image with its labels")
+        self.clear_pairs = PushButton(text="Clear the training set", tooltip="Forget the added image/labels pairs")
+        self.pairs_label = Label(value=NO_PAIRS)
+        self.tile_size = SpinBox(label="tile size", value=64, min=18, max=1024, step=2,
+                                 tooltip="T, the side of a tile in pixels: the network's receptive field. A map "
+                                         "cell's class is decided from the T x T tile around it; choose T a bit "
+                                         "larger than what you paint. Even; at least 18 (small), 38 (medium), "
+                                         "78 (large preset)")
+        self.background = ComboBox(label="background", choices=["unpainted", "none"], value="unpainted",
+                                   tooltip=BACKGROUND_TIP)
+        self.sampling = ComboBox(label="background tiles", choices=["random", "grid"], value="random",
+                                 tooltip="Where background tiles are cut in the unpainted area: at random, or on "
+                                         "a regular grid")
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1,
+                            tooltip="Random seed: the same seed and painting give the same tiles")
+        self.preview = CheckBox(label="show tiles", value=True, tooltip="Outline the extracted tiles in a "
+                                                                        "'tiles' layer, coloured by class")
+        self.show_tile = CheckBox(label="show one tile at the view centre", value=False,
+                                  tooltip="A T x T square in a 'tile size' layer, to compare with what you paint")
+        self.geometry = Label(value="")
+        self.extract = PushButton(text="Extract tiles", tooltip="Cut tiles around every painted blob, plus "
+                                                                "background tiles")
         self.counts = Label(value="")
-        super().__init__(widgets=[self.image, self.labels_layer, self.add_pair, self.clear_pairs, self.pairs_label,
-                                  self.tile_size, self.background, self.sampling, self.seed, self.preview,
-                                  self.extract, self.counts])
+        super().__init__(widgets=[self.image, self.labels_layer, self.tile_size, self.geometry, self.show_tile,
+                                  self.background, self.sampling, self.seed, self.preview, self.add_pair,
+                                  self.clear_pairs, self.pairs_label, self.extract, self.counts])
         self.pairs: list[tuple[Image, Labels]] = []
         self.add_pair.clicked.connect(self._add_pair)
         self.clear_pairs.clicked.connect(self._clear_pairs)
         self.extract.clicked.connect(self.run)
+        self.tile_size.changed.connect(self.show_geometry)
+        self.show_tile.changed.connect(self.show_geometry)
+        self.show_geometry()
+
+    def set_preset(self, preset: str) -> None:
+        """The Train tab's preset, whose step the geometry line states."""
+        self.preset_name = preset
+        self.show_geometry()
+
+    def show_geometry(self, _=None) -> None:
+        """State the tile size and the map step; draw one tile at the view centre when asked."""
+        from ..learn._networks import PRESETS, architecture
+
+        t = int(self.tile_size.value)
+        try:
+            step = architecture(self.preset_name, t, 1, 2).step
+            fits = ""
+        except ValueError:
+            step = None
+            fits = f" (too small for this preset: at least {PRESETS[self.preset_name].min_tile_size})"
+        cell = f"one map cell per {step} x {step} px" if step else "no map"
+        self.geometry.value = f"tile {t} x {t} px; {cell} with the {self.preset_name!r} preset (Train tab){fits}"
+        name = "tile size"
+        if not self.show_tile.value:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            return
+        image = self.image.value
+        scale = yx_transform(image)[0] if image is not None else (1.0, 1.0)
+        centre = np.asarray(self.viewer.camera.center[-2:], float)
+        half = np.asarray(scale) * t / 2
+        square = np.array([centre - half, centre + half])
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = [square]
+        else:
+            self.viewer.add_shapes([square], shape_type="rectangle", edge_color="yellow", face_color="transparent",
+                                   edge_width=max(1.0, float(np.max(half)) / 16), name=name)
 
     def params(self) -> TileParams:
         return TileParams(int(self.tile_size.value), self.background.value, self.sampling.value, int(self.seed.value))
@@ -59,11 +116,11 @@ class TilesPanel(Container):
             _notify.error("Choose an image and its labels layer first.")
             return
         self.pairs.append((self.image.value, self.labels_layer.value))
-        self.pairs_label.value = "pairs: " + "; ".join(f"{i.name} / {lb.name}" for i, lb in self.pairs)
+        self.pairs_label.value = "training set: " + "; ".join(f"{i.name} / {lb.name}" for i, lb in self.pairs)
 
     def _clear_pairs(self) -> None:
         self.pairs = []
-        self.pairs_label.value = "pairs: the one above"
+        self.pairs_label.value = NO_PAIRS
 
     def run(self):
         """Extract tiles with the current controls; shows a notification instead of raising."""

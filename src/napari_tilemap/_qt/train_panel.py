@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from magicgui.widgets import (
@@ -11,22 +12,45 @@ from magicgui.widgets import (
     FileEdit,
     Label,
     PushButton,
+    Select,
     SpinBox,
 )
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 
+from ..learn._advice import advice, kept_epoch
+from ..learn._augment import AUGMENTATIONS, DEFAULT_AUGMENT
 from ..learn._networks import PRESETS, architecture
 from ..learn._training import EpochReport, TrainConfig, TrainingRun
 from . import _notify
+from ._controls import device_combo
 from .plot import TrainingPlot
 
 
 @thread_worker
 def _train_job(run: TrainingRun):
-    """Worker body: yields the run's events; its return value is the trained model."""
-    yield from run
+    """Worker body: yields the run's events, and its warnings as text; returns the run."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        said = 0
+        for event in run:
+            yield event
+            while said < len(caught):
+                yield f"Training: {caught[said].message}"
+                said += 1
     return run
+
+
+def training_summary(model) -> str:
+    """Validation accuracy, recall per class and the kept epoch, in a few lines."""
+    final = model.record.get("final") or {}
+    acc = final.get("val_accuracy")
+    recall = ", ".join(f"{name} {'n/a' if v is None else f'{v:.2f}'}"
+                       for name, v in (final.get("per_class_recall") or {}).items())
+    head = "Model ready" + (f": validation accuracy {acc:.3f}" if acc is not None else " (no validation tiles)")
+    hard = model.record.get("hard_negatives")
+    added = f"\nhard negatives added per round: {', '.join(map(str, hard))}" if hard else ""
+    return f"{head}\nrecall: {recall}\n{kept_epoch(model.record)}{added}"
 
 
 class TrainPanel(Container):
@@ -34,23 +58,43 @@ class TrainPanel(Container):
 
     def __init__(self, viewer, session) -> None:
         self.viewer, self.session = viewer, session
-        self.preset = ComboBox(label="preset", choices=sorted(PRESETS), value="medium")
-        self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000)
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.preset = ComboBox(label="preset", choices=sorted(PRESETS), value="medium",
+                               tooltip="Network size and map step S (pixels per map cell): small = step 4, fast, "
+                                       "fine details; medium = step 8; large = step 16, more context")
+        self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000,
+                              tooltip="Most passes over the tiles; training stops earlier when validation stops "
+                                      "improving, and keeps the best epoch")
+        self.device = device_combo()
         self.loss = ComboBox(label="scores", value="softmax",
                              choices=[("softmax (sum to 1)", "softmax"), ("sigmoid (one-vs-rest)", "sigmoid")])
         self.loss.tooltip = ("softmax: the scores of a cell sum to 1. sigmoid: each class is scored on its own, so "
                              "a tile unlike every class can score low for all and fall under a reject threshold")
-        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
-        self.fine_tune = CheckBox(label="fine-tune the current model", value=False)
-        self.train = PushButton(text="Train")
-        self.stop = PushButton(text="Stop", enabled=False)
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1,
+                            tooltip="Random seed: the same seed and tiles give the same model")
+        self.augment = Select(label="augment", choices=list(AUGMENTATIONS), value=list(DEFAULT_AUGMENT),
+                              tooltip="Random changes to every training tile (hold Ctrl to pick several): flip, "
+                                      "rot90 and rotate (any angle) - leave these out when a defect's direction "
+                                      "matters; shift; intensity (brightness, contrast, gamma); noise; blur")
+        self.augment.native.setMaximumHeight(7 * self.augment.native.sizeHintForRow(0) + 8)
+        self.hard_negatives = CheckBox(label="learn from false alarms (1 hard-negative round)", value=False,
+                                       tooltip="After training, predict over the training images, add the unpainted "
+                                               "places the model calls a painted class as background, and "
+                                               "fine-tune. Needs background 'unpainted' and every defect of the "
+                                               "training images painted")
+        self.fine_tune = CheckBox(label="fine-tune the current model", value=False,
+                                  tooltip="Start from the model you trained or loaded (same tile size and classes) "
+                                          "instead of random weights: for a few more painted corrections")
+        self.train = PushButton(text="Train", tooltip="Train on the extracted tiles (Tiles tab) in the background")
+        self.stop = PushButton(text="Stop", enabled=False, tooltip="Stop after this batch; the best epoch so far is "
+                                                                   "kept")
         self.status = Label(value="No model yet.")
         self.plot = TrainingPlot()
-        self.model_path = FileEdit(label="model file", mode="w", filter="*.tilemap")
-        self.save = PushButton(text="Save model")
-        self.load = PushButton(text="Load model")
-        super().__init__(widgets=[self.preset, self.epochs, self.device, self.loss, self.seed, self.fine_tune, self.train,
+        self.model_path = FileEdit(label="model file", mode="w", filter="*.tilemap",
+                                   tooltip="A .tilemap file to save the model to, or to load one from")
+        self.save = PushButton(text="Save model", tooltip="Write the model to the model file")
+        self.load = PushButton(text="Load model", tooltip="Read a model from the model file")
+        super().__init__(widgets=[self.preset, self.epochs, self.device, self.loss, self.seed, self.augment,
+                                  self.hard_negatives, self.fine_tune, self.train,
                                   self.stop, self.status, self.plot, self.model_path, self.save, self.load])
         self.worker = None
         self.run: TrainingRun | None = None
@@ -63,7 +107,9 @@ class TrainPanel(Container):
     def config(self) -> TrainConfig:
         """Frozen snapshot of the controls, handed to the worker."""
         return TrainConfig(preset=self.preset.value, epochs=int(self.epochs.value), device=self.device.value,
-                           seed=int(self.seed.value), loss=self.loss.value)
+                           seed=int(self.seed.value), loss=self.loss.value,
+                           augment=tuple(n for n in AUGMENTATIONS if n in self.augment.value),
+                           hard_negative_rounds=int(bool(self.hard_negatives.value)))
 
     def start(self):
         """Start training on the extracted tiles in a worker thread."""
@@ -92,6 +138,7 @@ class TrainPanel(Container):
         self.train.enabled, self.stop.enabled = False, True
         self.status.value = "Training…"
         self._bar = progress(total=cfg.epochs, desc="tilemap: training")
+        self._round = 0
         self.worker.start()
         return self.worker
 
@@ -102,10 +149,17 @@ class TrainPanel(Container):
             self.status.value = "Stopping after this batch…"
 
     def _on_event(self, event) -> None:
-        if isinstance(event, EpochReport):
+        if isinstance(event, str):
+            _notify.warning(event)
+        elif isinstance(event, EpochReport):
             self.plot.add(event)
-            self.status.value = (f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f}, "
+            stage = f"hard-negative round {event.round}, " if event.round else ""
+            self.status.value = (f"{stage}epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f}, "
                                  f"val loss {event.val_loss:.3f}, val accuracy {event.val_accuracy:.3f}")
+            if self._bar is not None and event.round != self._round:
+                self._round = event.round
+                self._bar.close()
+                self._bar = progress(total=event.epochs, desc=f"tilemap: hard-negative round {event.round}")
             if self._bar is not None:
                 self._bar.update(1)  # last: napari's progress processes Qt events
         else:
@@ -118,11 +172,9 @@ class TrainPanel(Container):
             self.status.value = f"Stopped before the first epoch ended; {kept}."
             return
         self.session.model = run.model
-        final = run.model.record.get("final") or {}
-        acc = final.get("val_accuracy")
-        stopped = " (stopped)" if run.stopped else ""
-        self.status.value = (f"Model ready{stopped}: {len(run.history)} epochs"
-                             + (f", validation accuracy {acc:.3f}" if acc is not None else ""))
+        self.status.value = training_summary(run.model)
+        for text in advice(run.model):
+            _notify.warning(text[0].upper() + text[1:] + ".")
 
     def _on_finished(self) -> None:
         if self._bar is not None:

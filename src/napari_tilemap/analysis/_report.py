@@ -14,11 +14,12 @@ from ._evaluate import Evaluation
 REPORT_FILES = ("evaluation.json", "confusion.png", "scores.png", "precision_recall.png")
 
 
-def write_report(evaluation: Evaluation, folder) -> list[Path]:
+def write_report(evaluation: Evaluation, folder, *, overwrite: bool = False) -> list[Path]:
     """Write ``evaluation.json``, ``confusion.png``, ``scores.png`` and ``precision_recall.png``.
 
     ``folder`` is created if missing (its parent must exist). Every file is written under
-    a temporary name and renamed into place, so a report file is never half written.
+    a temporary name and renamed into place, so a report file is never half written. An
+    earlier report in ``folder`` is replaced only with ``overwrite=True``.
 
     - ``confusion.png``: the cell confusion matrix, coloured by row share, with counts.
     - ``scores.png``: per true class, the histogram of every class's score over its cells.
@@ -41,6 +42,9 @@ def write_report(evaluation: Evaluation, folder) -> list[Path]:
         raise TilemapInputError(f"the folder above the report {str(folder)!r} does not exist; create it first")
     if folder.exists() and not folder.is_dir():
         raise TilemapInputError(f"the report folder {str(folder)!r} is a file; choose a folder")
+    if not overwrite and any((folder / name).exists() for name in REPORT_FILES):
+        raise TilemapInputError(f"{str(folder)!r} already holds a report; choose another folder or pass "
+                                "overwrite=True")
     folder.mkdir(exist_ok=True)
     text = json.dumps(evaluation.to_dict(), indent=1, allow_nan=False)
     paths = [_atomic(folder / REPORT_FILES[0], lambda tmp: tmp.write_text(text, encoding="utf-8"))]

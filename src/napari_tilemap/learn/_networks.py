@@ -128,14 +128,17 @@ def architecture(
     p = PRESETS[preset]
     tile_size = int(tile_size)
     if tile_size % 2:
+        nearest = min(max(p.min_tile_size, tile_size + 1), MAX_TILE_SIZE)
         raise TilemapInputError(
             f"tile_size must be even (T - S must be even with step S={p.step}), got {tile_size}; "
-            f"try {tile_size + 1}"
+            f"try tile_size={nearest}"
         )
     if tile_size < p.min_tile_size:
+        smaller = [name for name, q in PRESETS.items() if q.min_tile_size <= tile_size]
+        other = f", or preset={smaller[-1]!r}" if smaller else ""
         raise TilemapInputError(
             f"tile_size {tile_size} is below the {preset!r} preset's minimum of {p.min_tile_size}; "
-            "use a larger tile or a smaller preset"
+            f"use tile_size={p.min_tile_size} or larger{other}"
         )
     if tile_size > MAX_TILE_SIZE:
         raise TilemapInputError(

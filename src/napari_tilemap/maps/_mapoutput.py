@@ -37,8 +37,8 @@ Block = tuple[tuple[int, int], tuple[int, int]]
 _DIFFERENCES = (
     ("model_sha256", "another model"),
     ("image", "another image (or the image changed since)"),
-    ("block_cells", "another block size (--chunk)"),
-    ("scores_dtype", "another scores dtype (--float16)"),
+    ("block_cells", "another block size"),
+    ("scores_dtype", "another scores dtype"),
 )
 
 
@@ -93,7 +93,7 @@ def prepare_output(output: Path, geometry, class_table, *, cells: int, scores_dt
             if todo is None:
                 raise MapStoreError(
                     f"{str(output)!r} is damaged (its arrays are missing or of the wrong shape); "
-                    "pass overwrite=True (--overwrite) to recompute it"
+                    "pass overwrite=True to recompute it"
                 )
             if todo and attrs.get("complete"):  # marked complete with blocks missing: finish it now
                 import zarr
@@ -105,7 +105,7 @@ def prepare_output(output: Path, geometry, class_table, *, cells: int, scores_dt
         if difference is not None and not overwrite:
             raise MapStoreError(
                 f"{str(output)!r} holds a map of {difference}; choose another output or pass "
-                "overwrite=True (--overwrite) to replace it"
+                "overwrite=True to replace it"
             )
     if work.exists():
         resumable = is_map_store(work) and run_difference(read_attrs(work), expected) is None
@@ -216,7 +216,7 @@ def read_done_flags(group, path: Path) -> np.ndarray:
         return np.asarray(group["done"][...])
     except Exception as err:  # checksum or codec failure: the store was damaged on disk
         raise MapStoreError(
-            f"{str(path)!r} is damaged ({type(err).__name__}: {err}); pass overwrite=True (--overwrite) to recompute it"
+            f"{str(path)!r} is damaged ({type(err).__name__}: {err}); pass overwrite=True to recompute it"
         ) from None
 
 

@@ -1,0 +1,88 @@
+"""Progress of the command line on stderr: bars on a terminal, plain lines in logs.
+
+On a terminal, work shows as tqdm bars. When stderr is a file or a pipe (batch jobs, CI
+logs), the same work prints one line per epoch, or one line per tenth of the blocks, so
+logs carry no carriage returns.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def interactive() -> bool:
+    """Whether stderr is a terminal (bars) rather than a log (lines)."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+class Steps:
+    """Countable work (blocks): a bar on a terminal, else a line at every tenth done."""
+
+    def __init__(self, total: int, desc: str, unit: str) -> None:
+        self.total, self.desc, self.unit, self.done = total, desc, unit, 0
+        self._bar = None
+        self._said = 0
+        if interactive():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def update_to(self, done: int, **postfix: str) -> None:
+        """Record that ``done`` of ``total`` are finished."""
+        self.done = done
+        if self._bar is not None:
+            self._bar.n = done
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+            self._bar.refresh()
+            return
+        tenth = done * 10 // max(self.total, 1)
+        if tenth > self._said or done == self.total:
+            self._said = tenth
+            extra = "".join(f", {k} {v}" for k, v in postfix.items())
+            print(f"{self.desc}: {done}/{self.total} {self.unit}s{extra}", file=sys.stderr, flush=True)
+            if done == self.total:
+                self._said = 11  # said once
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class EpochProgress:
+    """Training: a bar of batches per epoch on a terminal, else one line per epoch."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self._bar = None
+        self._tty = interactive()
+
+    def batch(self, event) -> None:
+        """A :class:`~napari_tilemap.learn._training.BatchProgress`."""
+        if not self._tty:
+            return
+        if self._bar is None or event.batch == 1:
+            self.close()
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=event.batches, desc=f"epoch {event.epoch}/{self.epochs}", unit="batch",
+                             file=sys.stderr, dynamic_ncols=True, leave=True)
+        self._bar.update(1)
+        self._bar.set_postfix(loss=f"{event.loss:.3f}")
+
+    def epoch(self, report) -> None:
+        """An :class:`~napari_tilemap.learn._training.EpochReport`."""
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{report.train_loss:.3f}", val_loss=f"{report.val_loss:.3f}",
+                                  val_acc=f"{report.val_accuracy:.3f}")
+            return
+        if not self._tty:
+            best = " (best so far)" if report.best else ""
+            print(f"epoch {report.epoch}/{report.epochs}: loss {report.train_loss:.3f}, val loss "
+                  f"{report.val_loss:.3f}, val accuracy {report.val_accuracy:.3f}, {report.seconds:.1f} s{best}",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

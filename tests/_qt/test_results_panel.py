@@ -1,0 +1,105 @@
+"""The Results panel in a real viewer: regions as shapes and a table, statistics, centring, export."""
+
+import csv
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from napari_tilemap import open_map
+from napari_tilemap._layerdata import map_layer_data
+from napari_tilemap.analysis._regions import regions
+from napari_tilemap.analysis._stats import format_table, statistics
+
+from ..test_regions import hand_classes, make_map, write_store
+
+SCALE, TRANSLATE = (0.5, 0.5), (10.0, -4.0)
+
+
+@pytest.fixture
+def panel(make_napari_viewer, tmp_path, notifications):
+    from napari_tilemap._qt.results_panel import ResultsPanel
+
+    viewer = make_napari_viewer()
+    cmap = write_store(tmp_path / "map.zarr", make_map(hand_classes(), step=4, image_shape=(45, 53)))
+    viewer.add_image(np.zeros((45, 53), np.float32), name="surface", scale=SCALE, translate=TRANSLATE)
+    for data, kwargs, kind in map_layer_data(open_map(tmp_path / "map.zarr"), SCALE, TRANSLATE, name="surface map"):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    p = ResultsPanel(viewer, SimpleNamespace(map=None))
+    viewer.window.add_dock_widget(p, name="Results")
+    p.reset_choices()
+    assert p.map_layer.value is viewer.layers["surface map classes"]  # the newest map layer, chosen for the user
+    return viewer, p, cmap
+
+
+def centre(viewer):
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    return camera.center[-2:]
+
+
+def world(y, x):
+    return (TRANSLATE[0] + SCALE[0] * y, TRANSLATE[1] + SCALE[1] * x)
+
+
+def test_regions_become_shapes_over_the_image_with_the_table_as_features(panel, notifications):
+    viewer, p, cmap = panel
+    p.min_area.value = 20
+    table = p.show_regions()
+    assert not notifications["error"], notifications
+    expected = regions(cmap, min_area=20, image="surface map classes", pixel_size=SCALE, unit="")
+    shapes = viewer.layers["surface map classes regions"]
+    assert len(shapes.data) == len(expected["region"]) == len(table["region"]) > 0
+    assert list(shapes.features.columns) == list(expected)
+    np.testing.assert_array_equal(shapes.features["area_px"], expected["area_px"])
+    np.testing.assert_allclose(shapes.features["area_physical"], expected["area_px"] * 0.25)
+    for i, ring in enumerate(shapes.data):  # outlines along pixel edges: half a pixel around the pixel centres
+        lo, hi = ring.min(0) + 0.5, ring.max(0) + 0.5
+        box = [expected[k][i] for k in ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")]
+        assert box[0] <= lo[0] and box[1] <= lo[1] and hi[0] <= box[2] and hi[1] <= box[3]
+        if expected["first_row"][i] == 1:  # the pit ring: one piece, whose outline is its bounding box
+            assert [*lo, *hi] == box == [4, 4, 24, 24]
+    assert tuple(shapes.scale) == SCALE and tuple(shapes.translate) == TRANSLATE
+    pit = cmap.class_table.colors[1]
+    first = list(expected["class_value"]).index(1)
+    np.testing.assert_allclose(shapes.edge_color[first], pit)
+    assert p.stats.value == format_table(statistics(cmap, min_area=20, images=["surface map classes"],
+                                                    pixel_size=SCALE, unit=""))
+    shown = p.table.value
+    assert list(shown["columns"]) == ["region", "class_name", "area_px", "mean_score", "max_score"]
+    assert [row[0] for row in shown["data"]] == expected["region"].tolist()
+
+
+def test_clicking_a_row_or_a_shape_centres_the_view_on_the_region(panel):
+    viewer, p, _ = panel
+    table = p.show_regions()
+    shapes = viewer.layers["surface map classes regions"]
+    p.table.native.selectRow(2)
+    np.testing.assert_allclose(centre(viewer), world(table["centroid_y"][2], table["centroid_x"][2]))
+    assert set(shapes.selected_data) == {2}
+    shapes.selected_data = {1}
+    np.testing.assert_allclose(centre(viewer), world(table["centroid_y"][1], table["centroid_x"][1]))
+    assert p.table.native.currentRow() == 1
+
+
+def test_export_writes_the_chosen_format_and_never_overwrites_unasked(panel, tmp_path, notifications):
+    _, p, cmap = panel
+    p.threshold.value = 0.3
+    p.format.value = "csv"
+    p.out.value = tmp_path / "regions"
+    path = p.export()
+    assert path == tmp_path / "regions.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(regions(cmap, threshold=0.3)["region"]) and rows[0]["image"] == "surface map classes"
+    before = path.read_text()
+    p.threshold.value = 0.0
+    assert p.export() is None and "already exists" in notifications["error"][-1]
+    assert path.read_text() == before
+    p.overwrite.value = True
+    assert p.export() == path and path.read_text() != before
+
+
+def test_without_a_map_layer_the_panel_says_what_to_do(panel, notifications):
+    _, p, _ = panel
+    p.map_layer.value = None
+    assert p.show_regions() is None and "choose a map layer" in notifications["error"][-1]

@@ -1,0 +1,30 @@
+"""The Train tab's augmentation choices and hard-negative round, driven through its controls."""
+
+import numpy as np
+
+from napari_tilemap.learn._augment import DEFAULT_AUGMENT
+
+from .conftest import wait_for
+
+
+def test_augmentations_and_hard_negatives_reach_the_model(dock, qtbot, small_sample, notifications):
+    viewer, w = dock
+    viewer.add_image(small_sample.image, name="surface")
+    viewer.add_labels(small_sample.labels.copy(), name="painted")
+    w.tiles.tile_size.value = 24
+    w.tiles.extract.clicked()
+    panel = w.training
+    assert tuple(panel.augment.value) == DEFAULT_AUGMENT and not panel.hard_negatives.value
+    panel.augment.value = ["shift", "intensity"]  # a direction-dependent defect: no flips or rotations
+    panel.hard_negatives.value = True
+    config = panel.config()
+    assert config.augment == ("shift", "intensity") and config.hard_negative_rounds == 1
+    panel.preset.value, panel.epochs.value, panel.device.value = "small", 2, "cpu"
+    panel.train.clicked()
+    wait_for(qtbot, panel)
+    record = w.session.model.record
+    assert tuple(record["parameters"]["augment"]) == ("shift", "intensity")
+    assert len(record["hard_negatives"]) == 1
+    assert "hard negatives added per round" in panel.status.value
+    assert not notifications["error"], notifications
+    assert np.isfinite(record["final"]["train_loss"])
