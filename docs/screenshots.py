@@ -39,30 +39,53 @@ def main() -> None:
     w.classes.image.value = image
     labels = w.classes.create_labels_layer()
     labels.data = sample.labels.copy()
-    w.tabs.setCurrentIndex(0)
+    w.tabs.setCurrentWidget(w.classes.native)
     shot(viewer, "step1-paint.png")
 
-    w.tiles.image.value, w.tiles.labels_layer.value = image, labels
-    w.tiles.tile_size.value = 48
+    w.tiles.tile_size.value = 48  # the image and labels layers are chosen already: the ones just added
+    w.tiles.show_tile.value = True
     w.tiles.extract.clicked()
-    w.tabs.setCurrentIndex(1)
+    w.tabs.setCurrentWidget(w.tiles.native)
     shot(viewer, "step2-tiles.png")
 
     viewer.layers["tiles"].visible = False
+    w.tiles.show_tile.value = False
     w.training.device.value = "cpu"
     w.training.train.clicked()
-    w.tabs.setCurrentIndex(2)
+    w.tabs.setCurrentWidget(w.training.native)
     wait(w.training)
     shot(viewer, "step3-train.png")
 
-    w.prediction.image.value = image
+    viewer.layers.selection.active = image
     w.prediction.device.value = "cpu"
     w.prediction.contours.value = True
     labels.visible = False
     w.prediction.predict.clicked()
-    w.tabs.setCurrentIndex(3)
+    w.tabs.setCurrentWidget(w.prediction.native)
     wait(w.prediction)
     shot(viewer, "step4-map.png")
+
+    w.suggestion.device.value = "cpu"
+    w.suggestion.n.value = 12
+    w.suggestion.run.clicked()
+    w.tabs.setCurrentWidget(w.suggestion.native)
+    wait(w.suggestion)
+    w.suggestion.next.clicked()
+    shot(viewer, "step5-suggest.png")
+    viewer.layers[w.suggestion.layer.name].visible = False
+    viewer.reset_view()
+
+    w.results.map_layer.value = viewer.layers["surface map classes"]
+    w.results.threshold.value = 0.5
+    w.results.show.clicked()
+    wait(w.results)
+    w.results.out.value = HERE / "regions.geojson"
+    w.results.overwrite.value = True
+    w.results.export_button.clicked()
+    viewer.layers["surface map classes"].visible = False
+    w.tabs.setCurrentWidget(w.results.native)
+    shot(viewer, "step7-results.png")
+    (HERE / "regions.geojson").unlink()
 
     fresh = sample_surface(seed=7)  # a surface training never saw, with its full truth
     for layer in viewer.layers:
@@ -72,9 +95,9 @@ def main() -> None:
     w.evaluation.image.value, w.evaluation.truth.value = fresh_image, truth
     w.evaluation.device.value = "cpu"
     w.evaluation.evaluate.clicked()
-    w.tabs.setCurrentIndex(4)
+    w.tabs.setCurrentWidget(w.evaluation.native)
     wait(w.evaluation)
-    shot(viewer, "step5-evaluate.png")
+    shot(viewer, "step6-evaluate.png")
     viewer.close()
 
 

@@ -176,7 +176,8 @@ def test_every_option_has_help_and_shows_its_default():
             if isinstance(action, argparse._HelpAction):
                 continue
             assert action.help, f"{name} {action.dest} has no help"
-            if action.option_strings and not action.required and action.default not in (None, False):
+            if action.option_strings and not action.required and action.default is not None \
+                    and action.default is not False:  # a default of 0 is shown too
                 assert f"default: {action.default}" in " ".join(text.split()), (name, action.dest)
     assert "unpainted: everything you did not paint" in commands.choices["train"].format_help()
 

@@ -142,7 +142,7 @@ class _Help(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.required or action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+        if action.required or any(action.default is v for v in (None, False, argparse.SUPPRESS)) or "default" in text:
             return text
         if not action.option_strings:
             return text

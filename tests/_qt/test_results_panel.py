@@ -103,3 +103,14 @@ def test_without_a_map_layer_the_panel_says_what_to_do(panel, notifications):
     _, p, _ = panel
     p.map_layer.value = None
     assert p.show_regions() is None and "choose a map layer" in notifications["error"][-1]
+
+
+def test_the_show_button_finds_regions_in_a_worker_and_draws_them(panel, qtbot, notifications):
+    viewer, p, cmap = panel
+    p.show.clicked()
+    assert p.worker is not None and not p.show.enabled  # the viewer stays usable meanwhile
+    qtbot.waitUntil(lambda: p.worker is None, timeout=60_000)
+    expected = regions(cmap, image="surface map classes", pixel_size=SCALE, unit="")
+    assert len(viewer.layers["surface map classes regions"].data) == len(expected["region"])
+    assert p.status.value == f"{len(expected['region'])} regions" and p.show.enabled
+    assert not notifications["error"], notifications

@@ -16,6 +16,8 @@ from magicgui.widgets import (
     Table,
 )
 from napari.layers import Labels
+from napari.qt.threading import thread_worker
+from napari.utils import progress
 
 from .._layerdata import table_from_metadata
 from ..analysis._export import FORMATS, export
@@ -37,6 +39,12 @@ def _physical(layer, image_scale: tuple[float, float]) -> dict:
     units = getattr(layer, "units", None)
     unit = str(units[-1]) if units is not None and len(units) else ""
     return {"pixel_size": image_scale, "unit": "" if unit in ("pixel", "px") else unit}
+
+
+@thread_worker
+def _regions_job(found):
+    """Worker body: the regions, statistics and outlines (napari layers are drawn back in the GUI thread)."""
+    return ResultsPanel._compute(found)
 
 
 def _is_map_layer(layer) -> bool:
@@ -82,7 +90,9 @@ class ResultsPanel(Container):
         self.regions: dict | None = None
         self.shapes = None
         self._placement = ((1.0, 1.0), (0.0, 0.0))
-        self.show.clicked.connect(self.show_regions)
+        self.worker = None
+        self._bar = None
+        self.show.clicked.connect(self.start)
         self.export_button.clicked.connect(self.export)
         self.table.native.itemSelectionChanged.connect(self._on_row)
 
@@ -114,7 +124,43 @@ class ResultsPanel(Container):
         return {"threshold": t if t > 0 else None, "min_area": float(self.min_area.value)}
 
     def show_regions(self) -> dict | None:
-        """Compute the regions and statistics of the chosen map; draw them as a Shapes layer."""
+        """Compute the regions and statistics of the chosen map and draw them, here and now."""
+        found = self._inputs()
+        if found is None:
+            return None
+        try:
+            return self._present(self._compute(found))
+        except ValueError as err:
+            _notify.error(f"Results: {err}")
+            return None
+
+    def start(self):
+        """What the Show regions button does: compute in a worker thread, draw when done."""
+        found = self._inputs()
+        if found is None:
+            return None
+        self.show.enabled = False
+        self.status.value = "Finding regions…"
+        self._bar = progress(total=0, desc="tilemap: regions")  # indeterminate: regions come in one pass
+        self.worker = _regions_job(found)
+        self.worker.returned.connect(self._on_done)
+        self.worker.errored.connect(lambda err: _notify.error(f"Results: {err}"))
+        self.worker.finished.connect(self._on_finished)
+        self.worker.start()
+        return self.worker
+
+    def _on_done(self, found) -> None:
+        self._present(found)
+
+    def _on_finished(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.show.enabled = True
+        self.worker = None
+
+    def _inputs(self):
+        """The chosen layer, its map and the table options, or None after telling the user why not."""
         layer = self.map_layer.value
         cmap = self.current_map()
         if cmap is None:
@@ -124,18 +170,22 @@ class ResultsPanel(Container):
         image_scale = tuple(s / cmap.step for s in scale)
         image_translate = tuple(t - s * o for t, s, o in zip(translate, image_scale, cmap.offset))
         self._placement = (image_scale, image_translate)
-        physical = _physical(layer, image_scale)
-        try:
-            params = self._params()
-            table = regions(cmap, **params, image=layer.name, **physical)
-            stats = statistics(cmap, **params, images=[layer.name], **physical)
-        except ValueError as err:
-            _notify.error(f"Results: {err}")
-            return None
+        return layer.name, cmap, self._params(), _physical(layer, image_scale)
+
+    @staticmethod
+    def _compute(found):
+        """Regions, statistics and outlines of ``found`` (from :meth:`_inputs`); no napari calls, any thread."""
+        name, cmap, params, physical = found
+        table = regions(cmap, **params, image=name, **physical)
+        stats = statistics(cmap, **params, images=[name], **physical)
         shown = cmap if params["threshold"] is None else cmap.with_threshold(params["threshold"])
         outlines = [ring - 0.5 for ring in region_outlines(shown, table)]  # pixel edges -> napari pixel centres
+        return name, cmap, table, stats, outlines
+
+    def _present(self, found) -> dict:
+        name, cmap, table, stats, outlines = found
         self.regions = table
-        self._draw(layer.name, outlines, table, cmap)
+        self._draw(name, outlines, table, cmap)
         self.stats.value = format_table(stats)
         self.table.value = {c: np.asarray(table[c]).tolist() for c in SHOWN_COLUMNS}
         self.status.value = f"{len(table['region'])} regions"
@@ -204,6 +254,6 @@ class ResultsPanel(Container):
         except (ValueError, OSError) as err:
             _notify.error(f"Export: {err}")
             return None
-        self.status.value = f"Wrote {path}"
-        _notify.info(self.status.value)
+        self.status.value = f"Wrote {path.name}"
+        _notify.info(f"Wrote {path}")
         return path

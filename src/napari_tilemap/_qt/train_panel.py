@@ -75,7 +75,8 @@ class TrainPanel(Container):
                               tooltip="Random changes to every training tile (hold Ctrl to pick several): flip, "
                                       "rot90 and rotate (any angle) - leave these out when a defect's direction "
                                       "matters; shift; intensity (brightness, contrast, gamma); noise; blur")
-        self.augment.native.setMaximumHeight(7 * self.augment.native.sizeHintForRow(0) + 8)
+        rows = self.augment.native.fontMetrics().height() + 4
+        self.augment.native.setFixedHeight(len(AUGMENTATIONS) * rows + 2 * self.augment.native.frameWidth() + 4)
         self.hard_negatives = CheckBox(label="learn from false alarms (1 hard-negative round)", value=False,
                                        tooltip="After training, predict over the training images, add the unpainted "
                                                "places the model calls a painted class as background, and "
