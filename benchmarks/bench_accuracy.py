@@ -121,8 +121,8 @@ def strokes(classes: np.ndarray, rng: np.random.Generator, per_class: int, keep_
             y, x = ys[i], xs[i]
             angle = rng.uniform(0, np.pi)
             for t in np.linspace(-20, 20, 41):
-                py = min(max(int(round(y + t * np.sin(angle))), 0), h - 1)
-                px = min(max(int(round(x + t * np.cos(angle))), 0), w - 1)
+                py = min(max(round(y + t * np.sin(angle)), 0), h - 1)
+                px = min(max(round(x + t * np.cos(angle)), 0), w - 1)
                 sl = (slice(max(py - 2, 0), py + 3), slice(max(px - 2, 0), px + 3))
                 painted[sl] = np.where(inside[sl], c, painted[sl])
     return painted

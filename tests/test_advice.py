@@ -38,3 +38,17 @@ def test_defects_on_a_surface_do_not_warn(trained):
     assert background_advice(model) is None
     text = kept_epoch(model.record)
     assert text.startswith(f"kept: epoch {model.record['final']['epoch']} of {model.record['epochs_run']} run")
+
+
+def test_classes_with_few_validation_tiles_are_named():
+    from types import SimpleNamespace
+
+    from napari_tilemap import ClassTable
+    from napari_tilemap.learn._advice import advice, validation_advice
+
+    model = SimpleNamespace(record={"tiles": {"val": {"background": 40, "pit": 2, "scratch": 9}}},
+                            class_table=ClassTable.from_values([1, 2], names=["pit", "scratch"]))
+    assert validation_advice(model) == ("too few validation tiles to judge some classes ('pit' 2); their recall "
+                                        "says little: paint each class in more places apart")
+    model.record["tiles"]["val"]["pit"] = 5
+    assert validation_advice(model) is None and advice(model) == []

@@ -180,3 +180,4 @@ def test_augmentation_draws_fresh_each_call():
     aug = Augmenter(DEFAULT_AUGMENT, T, [20.0], [220.0])
     g = gen()
     assert not torch.equal(aug(x, g), aug(x, g))
+

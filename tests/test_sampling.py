@@ -153,3 +153,22 @@ def test_training_drops_background_tiles_whose_centre_block_holds_paint():
     kept = sum(run.model.record["tiles"]["train"].values()) + sum(run.model.record["tiles"]["val"].values())
     assert kept + run.model.record["tiles"]["left_out"] == len(tiles)
     assert run.model.record["tiles"]["left_out"] >= painted_centre_blocks(tiles, 4).sum()
+
+
+def test_one_long_chain_of_tiles_never_takes_most_of_a_class_to_validation():
+    # a long stroke whose tiles chain into one group, plus two small dots of the same class
+    image = np.random.default_rng(0).normal(100, 10, (256, 512))
+    labels = np.zeros((256, 512), np.uint8)
+    labels[120:123, 20:490] = 1
+    labels[40:43, 60:63] = 1
+    labels[200:203, 400:403] = 1
+    labels[60:63, 300:303] = 2
+    labels[200:203, 100:103] = 2
+    tiles = extract_tiles(image, labels, tile_size=T, seed=0)
+    for seed in range(6):
+        _, val_idx = split_tiles(tiles, 0.2, seed)
+        for c in (0, 1):
+            n = (tiles.classes == c).sum()
+            assert (tiles.classes[val_idx] == c).sum() <= 0.5 * n
+        # a small image still gives the background its validation share
+        assert (tiles.classes[val_idx] == 0).sum() >= 0.1 * (tiles.classes == 0).sum()

@@ -24,7 +24,7 @@ def test_small_blobs_get_one_tile_centred_on_them_and_large_blobs_several():
     painted = tiles.blob_ids >= 0
     blob_sizes = np.bincount(tiles.blob_ids[painted])
     assert sorted(blob_sizes) [:3] == [1, 1, 1]
-    for (y, x), v in centres.items():
+    for y, x in centres:
         hits = [c for c, k in zip(tiles.centers, tiles.classes) if np.abs(c - (y, x)).max() <= 1]
         assert len(hits) == 1, (y, x)
     bar = [(c, k) for c, k, b in zip(tiles.centers, tiles.classes, tiles.blob_ids) if b >= 0 and blob_sizes[b] > 1]
@@ -45,8 +45,26 @@ def test_tiles_are_the_image_pixels_at_their_origin_for_gray_rgb_and_any_dtype()
         tiles = extract_tiles(image, labels, tile_size=32)
         img = image.reshape(*labels.shape, -1)
         assert tiles.tiles.shape[1:] == (32, 32, img.shape[2]) and tiles.tiles.dtype == np.float32
+        padded = np.pad(img, ((64, 64), (64, 64), (0, 0)), mode="symmetric")
         for (y, x), tile in zip(tiles.origins, tiles.tiles):
-            np.testing.assert_array_equal(tile, img[y : y + 32, x : x + 32].astype(np.float32))
+            np.testing.assert_array_equal(tile, padded[y + 64 : y + 96, x + 64 : x + 96].astype(np.float32))
+
+
+def test_tiles_near_the_edge_stay_centred_on_their_paint_with_reflected_pixels_outside():
+    image = np.random.default_rng(0).integers(0, 255, (96, 128)).astype(np.uint8)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[2:5, 3:6] = 1  # a dot in the corner
+    labels[90:93, 60:63] = 1  # and one by the bottom edge
+    labels[40:43, 60:63] = 2
+    tiles = extract_tiles(image, labels, tile_size=32, seed=0)
+    painted = tiles.classes > 0
+    for cy, cx in tiles.centers[painted]:
+        assert labels[cy, cx] > 0  # centred on the paint, not shifted inwards
+    assert (tiles.origins[painted] < 0).any() and (tiles.origins[painted].max(0) + 32 > image.shape).any()
+    m = tiles.margin
+    padded = np.pad(image, 64, mode="symmetric").astype(np.float32)
+    for (y, x), win in zip(tiles.origins, tiles.windows):
+        np.testing.assert_array_equal(win[..., 0], padded[y - m + 64 : y + 32 + m + 64, x - m + 64 : x + 32 + m + 64])
 
 
 @pytest.mark.parametrize("sampling", ["random", "grid"])

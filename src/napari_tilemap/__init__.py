@@ -37,6 +37,11 @@ _EXPORTS = {
     "EpochReport": ".learn._training",
     "BatchProgress": ".learn._training",
     "train": ".learn._training",
+    "TrainConfig": ".learn._training",
+    "AUGMENTATIONS": ".learn._augment",
+    "DEFAULT_AUGMENT": ".learn._augment",
+    "suggest": ".analysis._suggest",
+    "Suggestions": ".analysis._suggest",
     "ClassificationMap": ".maps._mapstore",
     "open_map": ".maps._mapstore",
     "predict": ".maps._predict",
@@ -81,11 +86,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from .analysis._regions import regions
     from .analysis._report import write_report
     from .analysis._stats import statistics
+    from .analysis._suggest import Suggestions, suggest
+    from .learn._augment import AUGMENTATIONS, DEFAULT_AUGMENT
     from .io._sample import SurfaceSample, sample_surface
     from .learn._model import TileClassifier
     from .learn._modelfile import load_model
     from .learn._networks import PRESETS
     from .learn._tiles import TileSet, extract_tiles
-    from .learn._training import BatchProgress, EpochReport, TrainingRun, train
+    from .learn._training import BatchProgress, EpochReport, TrainConfig, TrainingRun, train
     from .maps._mapstore import ClassificationMap, open_map
     from .maps._predict import iter_predict, predict

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from magicgui.widgets import Label
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QSizePolicy, QTabWidget, QVBoxLayout, QWidget
 
 from .._layerdata import is_map_layer
 from .classes_panel import ClassesPanel
@@ -56,6 +56,7 @@ class TilemapWidget(QWidget):
             for control in panel:
                 if isinstance(control, Label):
                     control.native.setWordWrap(True)  # long messages wrap instead of widening the dock
+                    control.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
         self.image_choices = [p.image for p in self.panels if hasattr(p, "image")]

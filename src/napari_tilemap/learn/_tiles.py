@@ -37,7 +37,9 @@ class TileSet:
     image_index : ndarray (N,) int64
         Which input image each tile comes from.
     origins : ndarray (N, 2) int64
-        Top-left (y, x) of each tile in its image; its centre pixel is ``origin + T // 2``.
+        Top-left (y, x) of each tile in its image; its centre pixel is ``origin + T // 2``. A tile
+        centred near the image's edge reaches outside it (an origin may be negative): those
+        pixels are symmetric reflections of the image, as in maps.
     blob_ids : ndarray (N,) int64
         Globally unique id of the painted blob a tile covers, -1 for background tiles.
     class_table : ClassTable
@@ -227,11 +229,9 @@ def extract_tiles(
                 image_index += [i] * len(blob_centres)
                 blob_ids += [next_blob] * len(blob_centres)
                 next_blob += 1
-    # tiles keep their margin inside the image: near a border they shift inwards
-    origins = [
-        np.clip(c - t // 2, m, np.array(labs[i].shape) - t - m) for c, i in zip(np.concatenate(centres), image_index)
-    ]
-    origins = np.asarray(origins, np.int64).reshape(-1, 2)
+    # every painted tile is centred on its pixel, also near the image's edge, where its window
+    # reaches outside the image: those pixels are symmetric reflections, as in maps
+    origins = (np.concatenate(centres).astype(np.int64) - t // 2).reshape(-1, 2)
     classes_arr = np.asarray(classes, np.int64)
     image_arr = np.asarray(image_index, np.int64)
     blob_arr = np.asarray(blob_ids, np.int64)
@@ -259,7 +259,7 @@ def extract_tiles(
         image_arr = np.concatenate([image_arr, bg[:, 0]])
         blob_arr = np.concatenate([blob_arr, np.full(len(bg), -1, np.int64)])
 
-    windows = np.stack([imgs[i][y - m : y + t + m, x - m : x + t + m] for i, (y, x) in zip(image_arr, origins)])
+    windows = np.stack([_window(imgs[i], y - m, x - m, w) for i, (y, x) in zip(image_arr, origins)])
     return TileSet(windows.astype(np.float32), classes_arr, image_arr, origins, blob_arr, table, t, m,
                    (tuple(imgs), tuple(labs)), gap)
 
@@ -353,6 +353,21 @@ def background_origins(labs, t: int, m: int, gap: int, wanted: int | None, cap: 
     everything = np.concatenate(pool).astype(np.int64)
     extra = everything[rng.choice(len(everything), min(n, len(everything)) - len(offered), replace=False)]
     return np.concatenate([offered, extra])
+
+
+def _window(image: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
+    """``image[y0 : y0 + size, x0 : x0 + size]``; pixels outside the image are symmetric reflections
+    (``numpy.pad(mode="symmetric")``), the rule of maps."""
+    h, w = image.shape[:2]
+    if y0 >= 0 and x0 >= 0 and y0 + size <= h and x0 + size <= w:
+        return image[y0 : y0 + size, x0 : x0 + size]
+    return image[np.ix_(_reflect(np.arange(y0, y0 + size), h), _reflect(np.arange(x0, x0 + size), w))]
+
+
+def _reflect(index: np.ndarray, n: int) -> np.ndarray:
+    """Indices into an axis of length ``n`` with those outside it reflected symmetrically."""
+    index = np.mod(index, 2 * n)
+    return np.where(index < n, index, 2 * n - 1 - index)
 
 
 def _window_sum(mask: np.ndarray, t: int) -> np.ndarray:

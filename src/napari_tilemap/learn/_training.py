@@ -104,11 +104,15 @@ LOSSES = ACTIVATIONS
 MIN_SAMPLES, MAX_SAMPLES = 1024, 2048
 """Bounds of the default :attr:`TrainConfig.samples_per_epoch`."""
 BACKGROUND_BLOCK = 4
-"""Background tiles are split for validation by squares of this many tile sides."""
+"""Background tiles are split for validation by squares of this many tile sides (halved, down to
+two, while the background spans fewer than :data:`MIN_BACKGROUND_BLOCKS` squares)."""
+MIN_BACKGROUND_BLOCKS = 4
+"""Fewest squares the background is split into for validation, where the image allows."""
 HARD_NEGATIVE_SHARE = 0.5
 """Share of the background draws that go to hard negatives once there are some."""
 MAX_VAL_SHARE = 0.5
-"""Validation never takes more than this share of a class's tiles (unless ``val_fraction`` is more)."""
+"""Validation never takes more than this share of a class's tiles (unless ``val_fraction`` is more),
+nor more than twice ``val_fraction``."""
 
 
 class TrainingRun:
@@ -410,15 +414,23 @@ def split_tiles(tiles, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
 
     Painted tiles are split by groups of overlapping tiles (a blob's tiles stay together). Background
     tiles cover the surface and would all chain into one group, so they are split by squares of
-    :data:`BACKGROUND_BLOCK` tiles a side, and the training tiles that overlap a validation tile are left out.
+    :data:`BACKGROUND_BLOCK` tiles a side (smaller on small images), and the training tiles that
+    overlap a validation tile are left out. No group takes validation past twice ``val_fraction``
+    or :data:`MAX_VAL_SHARE` of its class (see :func:`_grouped_split`).
     """
     groups = overlap_groups(tiles.image_index, tiles.classes, tiles.origins, tiles.tile_size)
     bg = tiles.classes == 0 if tiles.class_table.has_background else np.zeros(len(tiles), bool)
     if bg.any():
         block = BACKGROUND_BLOCK * tiles.tile_size
-        cell = tiles.origins[bg] // block
-        key = (tiles.image_index[bg] * 1_000_003 + cell[:, 0]) * 1_000_003 + cell[:, 1]
-        groups[bg] = groups.max() + 1 + np.unique(key, return_inverse=True)[1].ravel()
+        while True:
+            cell = tiles.origins[bg] // block
+            key = (tiles.image_index[bg] * 1_000_003 + cell[:, 0]) * 1_000_003 + cell[:, 1]
+            blocks, inverse = np.unique(key, return_inverse=True)
+            # a small image holds few large squares, too few to send val_fraction to validation
+            if len(blocks) >= MIN_BACKGROUND_BLOCKS or block <= 2 * tiles.tile_size:
+                break
+            block //= 2
+        groups[bg] = groups.max() + 1 + inverse.ravel()
     train_idx, val_idx = _grouped_split(tiles.classes, groups, val_fraction, seed)
     val_bg = val_idx[bg[val_idx]]
     if len(val_bg):
@@ -436,10 +448,10 @@ def _grouped_split(classes: np.ndarray, groups: np.ndarray, val_fraction: float,
     """Training and validation indices, by whole groups within each class.
 
     Groups are taken in random order until validation holds ``val_fraction`` of the class; a group
-    that would take validation past :data:`MAX_VAL_SHARE` of the class (or past ``val_fraction``,
-    if that is more) is passed over, so that one long chain of overlapping tiles (the tiles of
-    neighbouring scratches, a large stretch of background) never leaves training with a small
-    minority of a class. At least one group of each class stays in training."""
+    that would take validation past twice that, or past :data:`MAX_VAL_SHARE` of the class, is
+    passed over, so that one long chain of overlapping tiles (the tiles of neighbouring scratches,
+    a large stretch of background) never leaves training with a small minority of a class. At
+    least one group of each class stays in training."""
     rng = np.random.default_rng(seed)
     val: list[np.ndarray] = []
     if val_fraction > 0:
@@ -449,7 +461,8 @@ def _grouped_split(classes: np.ndarray, groups: np.ndarray, val_fraction: float,
             if len(ids) < 2:
                 continue
             n = int(members.sum())
-            target, limit = val_fraction * n, max(MAX_VAL_SHARE, val_fraction) * n
+            target = val_fraction * n
+            limit = max(target, min(2 * target, MAX_VAL_SHARE * n))
             taken = 0
             for j in rng.permutation(len(ids))[:-1]:  # the last group in this order stays in training
                 if taken >= target:
