@@ -14,6 +14,7 @@ from . import _notify
 from ._layers import check_2d, full_resolution, layer_combo, yx_transform
 
 IMBALANCE = 5.0
+BACKGROUND_OUTLINE = (1.0, 1.0, 1.0, 0.12)
 NO_PAIRS = "training set: the image and labels above (add more to train on several images)"
 BACKGROUND_TIP = ("unpainted: everything you did not paint is one more class, 'background' - for defects on a "
                   "surface, paint only the defects. none: every region of the image is one of the painted classes "
@@ -174,14 +175,17 @@ class TilesPanel(Container):
         """A Shapes layer of tile outlines coloured by class, in world coordinates of each image."""
         t = tiles.tile_size
         rects, colors = [], []
-        for (y, x), k, i in zip(tiles.origins, tiles.classes, tiles.image_index):
+        painted = np.asarray(tiles.class_table.values)[tiles.classes] != 0
+        order = np.argsort(painted, kind="stable")  # background first, painted classes drawn on top
+        for (y, x), k, i in zip(tiles.origins[order], tiles.classes[order], tiles.image_index[order]):
             scale, translate = yx_transform(pairs[i][0])
             corners = np.array([[y, x], [y + t, x + t]], float) - 0.5
             rects.append(corners * scale + translate)
-            colors.append(tiles.class_table.colors[k] if tiles.class_table.values[k] else (1, 1, 1, 1))
+            # background tiles cover the whole surface: faint, so the painted classes' tiles stay readable
+            colors.append(tiles.class_table.colors[k] if tiles.class_table.values[k] else BACKGROUND_OUTLINE)
         name = "tiles"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
         self.viewer.add_shapes(rects, shape_type="rectangle", edge_color=colors, face_color="transparent",
                                edge_width=max(1.0, t / 32), name=name, opacity=0.8,
-                               features={"class": [tiles.class_table.names[k] for k in tiles.classes]})
+                               features={"class": [tiles.class_table.names[k] for k in tiles.classes[order]]})
