@@ -37,12 +37,10 @@ class Steps:
             self._bar.refresh()
             return
         tenth = done * 10 // max(self.total, 1)
-        if tenth > self._said or done == self.total:
+        if tenth > self._said:  # a line per tenth, the last one at done == total
             self._said = tenth
             extra = "".join(f", {k} {v}" for k, v in postfix.items())
             print(f"{self.desc}: {done}/{self.total} {self.unit}s{extra}", file=sys.stderr, flush=True)
-            if done == self.total:
-                self._said = 11  # said once
 
     def close(self) -> None:
         if self._bar is not None:

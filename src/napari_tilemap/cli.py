@@ -480,18 +480,13 @@ def _batch_targets(images: list[str], folder: Path) -> list[tuple[str, Path]]:
 
 def _evaluate(args) -> int:
     from .analysis._evaluate import evaluate
-    from .analysis._report import REPORT_FILES, write_report
+    from .analysis._report import check_report_folder, write_report
     from .learn._modelfile import load_model
 
     if len(args.pairs) % 2:
         raise TilemapInputError("evaluate takes IMAGE TRUTH pairs after the model; got an odd number of files")
     if args.report is not None:
-        report = Path(args.report)
-        if not report.absolute().parent.is_dir():
-            raise TilemapInputError(f"the folder above the report {args.report!r} does not exist; create it first")
-        if not args.overwrite and any((report / name).exists() for name in REPORT_FILES):
-            raise TilemapInputError(f"{args.report!r} already holds a report; choose another folder or pass "
-                                    "--overwrite")
+        check_report_folder(args.report, overwrite=args.overwrite)  # before any work
     model = load_model(args.model)
     shown = None
 

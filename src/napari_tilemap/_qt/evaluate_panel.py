@@ -181,11 +181,6 @@ class EvaluatePanel(Container):
         if folder in ("", "."):
             _notify.error("Choose a report folder.")
             return
-        from ..analysis._report import REPORT_FILES
-
-        if any((Path(folder) / name).exists() for name in REPORT_FILES):
-            _notify.error(f"Report: {folder!r} already holds a report; choose another folder.")
-            return
         try:
             paths = write_report(self.result, Path(folder))
         except (ValueError, OSError) as err:

@@ -19,7 +19,7 @@ from napari.layers import Labels
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 
-from .._layerdata import table_from_metadata
+from .._layerdata import is_map_layer, table_from_metadata
 from ..analysis._export import FORMATS, export
 from ..analysis._polygons import region_outlines
 from ..analysis._regions import regions
@@ -48,7 +48,8 @@ def _regions_job(found):
 
 
 def _is_map_layer(layer) -> bool:
-    return isinstance(layer, Labels) and "tilemap_map" in (layer.metadata or {})
+    """A map's classes layer (its score layers are map layers too, but hold no regions)."""
+    return isinstance(layer, Labels) and is_map_layer(layer)
 
 
 class ResultsPanel(Container):

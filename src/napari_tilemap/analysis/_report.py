@@ -14,6 +14,24 @@ from ._evaluate import Evaluation
 REPORT_FILES = ("evaluation.json", "confusion.png", "scores.png", "precision_recall.png")
 
 
+def check_report_folder(folder, *, overwrite: bool = False) -> None:
+    """Refuse a report folder before any work: a missing parent, a file, or an earlier report.
+
+    Raises
+    ------
+    TilemapInputError
+        Naming the problem; an earlier report is replaced only with ``overwrite=True``.
+    """
+    folder = Path(folder)
+    if not folder.absolute().parent.is_dir():
+        raise TilemapInputError(f"the folder above the report {str(folder)!r} does not exist; create it first")
+    if folder.exists() and not folder.is_dir():
+        raise TilemapInputError(f"the report folder {str(folder)!r} is a file; choose a folder")
+    if not overwrite and any((folder / name).exists() for name in REPORT_FILES):
+        raise TilemapInputError(f"{str(folder)!r} already holds a report; choose another folder or pass "
+                                "overwrite=True")
+
+
 def write_report(evaluation: Evaluation, folder, *, overwrite: bool = False) -> list[Path]:
     """Write ``evaluation.json``, ``confusion.png``, ``scores.png`` and ``precision_recall.png``.
 
@@ -38,13 +56,7 @@ def write_report(evaluation: Evaluation, folder, *, overwrite: bool = False) -> 
     ['evaluation.json', 'confusion.png', 'scores.png', 'precision_recall.png']
     """
     folder = Path(folder)
-    if not folder.absolute().parent.is_dir():
-        raise TilemapInputError(f"the folder above the report {str(folder)!r} does not exist; create it first")
-    if folder.exists() and not folder.is_dir():
-        raise TilemapInputError(f"the report folder {str(folder)!r} is a file; choose a folder")
-    if not overwrite and any((folder / name).exists() for name in REPORT_FILES):
-        raise TilemapInputError(f"{str(folder)!r} already holds a report; choose another folder or pass "
-                                "overwrite=True")
+    check_report_folder(folder, overwrite=overwrite)
     folder.mkdir(exist_ok=True)
     text = json.dumps(evaluation.to_dict(), indent=1, allow_nan=False)
     paths = [_atomic(folder / REPORT_FILES[0], lambda tmp: tmp.write_text(text, encoding="utf-8"))]
