@@ -9,19 +9,23 @@ Cases, all from data that installs with scikit-image (``skimage.data``) or is ge
 (b) ``mosaic``: regions of three textures; a few painted strokes per texture on a mosaic made of the
     photographs' top halves (``background="none"``), tested on another mosaic of their bottom halves.
     Reports cell accuracy away from region borders (farther than T/2).
-(c) ``demo``: the built-in sample (partial painting, seed 0) tested on another sample (seed 1):
+(c) ``demo``: the built-in sample (partial painting, seed s) tested on another sample (seed s + 1):
     the area of each painted class on the map against the truth (cells whose centre pixel holds
     the class), i.e. how much the map grows defects.
 
+Every case runs once per seed (``--seeds``); the summary gives each figure's mean and minimum.
+
 Run:
     python benchmarks/bench_accuracy.py [--threads 2] [--cases grass gravel brick mosaic demo]
-        [--tile 64] [--preset medium] [--epochs 20] [--hard-negatives N] [--augment flip rot90 ...]
+        [--seeds 0 1] [--tile 64] [--preset medium] [--epochs 20] [--prior {tiles,balanced}]
+        [--hard-negatives N] [--augment flip rot90 ...] [--background-tiles N]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections import defaultdict
 
 import numpy as np
 import torch
@@ -128,9 +132,14 @@ def strokes(classes: np.ndarray, rng: np.random.Generator, per_class: int, keep_
     return painted
 
 
+SUMMARY: dict[str, list[float]] = defaultdict(list)
+"""Figure name -> its value for each seed, for the summary."""
+
+
 def fit(images, labels, args, background="unpainted"):
-    tiles = extract_tiles(images, labels, tile_size=args.tile, background=background, seed=args.seed)
-    kw = {}
+    extra = {"background_tiles": args.background_tiles} if args.background_tiles and background == "unpainted" else {}
+    tiles = extract_tiles(images, labels, tile_size=args.tile, background=background, seed=args.seed, **extra)
+    kw = {"prior": args.prior} if args.prior else {}
     if args.hard_negatives and background == "unpainted":  # refused (and meaningless) without a background
         kw["hard_negative_rounds"] = args.hard_negatives
     if args.augment is not None:
@@ -138,6 +147,7 @@ def fit(images, labels, args, background="unpainted"):
     t0, c0 = time.perf_counter(), time.process_time()
     model = train(tiles, preset=args.preset, epochs=args.epochs, device="cpu", seed=args.seed, **kw)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    SUMMARY["train seconds"].append(wall)
     print(f"  (train: {wall:.1f} s wall, {cpu:.1f} s CPU over {torch.get_num_threads()} threads, "
           f"{model.record['epochs_run']} epochs)")
     return model, wall, tiles
@@ -160,6 +170,8 @@ def run_defects(name: str, args) -> None:
     for j, k in enumerate(ev.object_classes):
         n = ev.class_names[k]
         t = thr.get(n)
+        SUMMARY[f"defects-{name} {n} object F1"].append(float(ev.object_f1[j]))
+        SUMMARY[f"defects-{name} {n} object F1 at threshold"].append(float(ev_t.object_f1[j]))
         print(f"  {n:10s}  {fmt(ev.precision[k])}   {fmt(ev.recall[k])}   {fmt(ev.f1[k])}  | "
               f"{fmt(ev.object_precision[j])}   {fmt(ev.object_recall[j])}   {fmt(ev.object_f1[j])}  "
               f"({int(ev.predicted_objects[j]):4d}) | {fmt(t)}  {fmt(ev_t.object_precision[j])}   "
@@ -184,13 +196,14 @@ def run_mosaic(args) -> None:
     truth = np.where(interior, test_cls, 0).astype(np.uint8)
     ev = evaluate(model, test_img, truth, unlabelled="ignore", device="cpu")
     full = evaluate(model, test_img, test_cls, unlabelled="ignore", device="cpu")
+    SUMMARY["mosaic cell accuracy away from borders"].append(float(ev.accuracy))
     print(f"\n[mosaic] train {seconds:.1f} s  tiles: {tiles.counts()}")
     print(f"  cell accuracy away from borders {ev.accuracy:.4f} ({ev.cells} cells); everywhere {full.accuracy:.4f}; "
           "recall per texture " + ", ".join(f"{n} {fmt(r)}" for n, r in zip(ev.class_names, ev.recall)))
 
 
 def run_demo(args) -> None:
-    a, b = sample_surface((512, 512), seed=0), sample_surface((512, 512), seed=1)
+    a, b = sample_surface((512, 512), seed=args.seed), sample_surface((512, 512), seed=args.seed + 1)
     model, seconds, tiles = fit(a.image, a.labels, args)
     cmap = predict(model, b.image, device="cpu")
     classes = np.asarray(cmap.classes)
@@ -201,6 +214,8 @@ def run_demo(args) -> None:
     for j, k in enumerate(ev.object_classes):
         v = ev.class_values[k]
         pred, true = int((classes == v).sum()), int((centre == v).sum())
+        SUMMARY[f"demo {ev.class_names[k]} object F1"].append(float(ev.object_f1[j]))
+        SUMMARY[f"demo {ev.class_names[k]} map area / truth"].append(pred / max(true, 1))
         print(f"  {ev.class_names[k]:10s} map area {pred:5d} cells / truth {true:5d} cells = {pred / max(true, 1):4.2f}x;"
               f" object P {fmt(ev.object_precision[j])} R {fmt(ev.object_recall[j])} F1 {fmt(ev.object_f1[j])}")
 
@@ -212,23 +227,32 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=64)
     p.add_argument("--preset", default="medium")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--prior", choices=["tiles", "balanced"], default=None, help="default: the library's")
+    p.add_argument("--background-tiles", type=int, default=None, help="default: the library's (cover the surface)")
     p.add_argument("--hard-negatives", type=int, default=0)
     p.add_argument("--augment", nargs="+", default=None, help="augmentation names, or 'none'")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{torch.get_num_threads()} torch threads, preset {args.preset}, T={args.tile}, epochs {args.epochs}, "
-          f"hard negatives {args.hard_negatives}, augment {args.augment or 'default'}")
+          f"prior {args.prior or 'default'}, hard negatives {args.hard_negatives}, augment {args.augment or 'default'}, "
+          f"background tiles {args.background_tiles or 'default'}, seeds {args.seeds}")
     t0 = time.perf_counter()
-    for case in args.cases:
-        if case in SURFACES:
-            run_defects(case, args)
-        elif case == "mosaic":
-            run_mosaic(args)
-        elif case == "demo":
-            run_demo(args)
-        else:
-            raise SystemExit(f"unknown case {case!r}")
+    for seed in args.seeds:
+        args.seed = seed
+        print(f"\n=== seed {seed}")
+        for case in args.cases:
+            if case in SURFACES:
+                run_defects(case, args)
+            elif case == "mosaic":
+                run_mosaic(args)
+            elif case == "demo":
+                run_demo(args)
+            else:
+                raise SystemExit(f"unknown case {case!r}")
+    print(f"\nsummary over seeds {args.seeds}: mean, min (each seed)")
+    for name, values in SUMMARY.items():
+        print(f"  {name:48s} {np.mean(values):7.3f} {np.min(values):7.3f}   ({', '.join(f'{v:.3f}' for v in values)})")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

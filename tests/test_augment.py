@@ -46,13 +46,13 @@ def centre_mark(n=32, margin=None):
 
 
 def test_names_are_normalised_and_unknown_names_refused():
-    assert normalise_augment(True) == DEFAULT_AUGMENT and normalise_augment(False) == ()
+    assert normalise_augment(True) == AUGMENTATIONS and normalise_augment(False) == ()
     assert normalise_augment(["noise", "flip", "noise"]) == ("flip", "noise")
     assert normalise_augment("blur") == ("blur",)
     assert set(DEFAULT_AUGMENT) <= set(AUGMENTATIONS)
     with pytest.raises(TilemapInputError, match=r"unknown augmentation\(s\) \['sharpen'\]; choose from"):
         normalise_augment(["flip", "sharpen"])
-    assert TrainConfig(augment=True).augment == DEFAULT_AUGMENT
+    assert TrainConfig(augment=True).augment is True  # resolved by the tiles (see the last test)
     assert TrainConfig(augment=False).augment == ()
     assert TrainConfig(augment=["rot90", "flip"]).augment == ("flip", "rot90")
     with pytest.raises(TilemapInputError, match="unknown augmentation"):
@@ -80,6 +80,18 @@ def test_shift_is_an_exact_crop_within_t_over_16():
     assert max(max(abs(a), abs(b)) for a, b in offsets) == s and len(offsets) == (2 * s + 1) ** 2
     centre = random_geometry(x, T, shift=False, rotate=False, gen=gen())
     assert torch.equal(centre, x[:, :, m : m + T, m : m + T])
+
+
+def test_a_shift_limit_per_tile_bounds_each_tiles_offset():
+    x, m = windows(200)
+    limit = torch.tensor([0, 1] * 100)
+    out = random_geometry(x, T, shift=True, rotate=False, gen=gen(), shift_limit=limit)
+    moved = {0: set(), 1: set()}
+    for i in range(len(x)):
+        (dy, dx), = [(dy, dx) for dy in range(2 * m + 1) for dx in range(2 * m + 1)
+                     if torch.equal(out[i], x[i, :, dy : dy + T, dx : dx + T])]
+        moved[int(limit[i])].add((dy - m, dx - m))
+    assert moved[0] == {(0, 0)} and len(moved[1]) == 9 and max(map(max, moved[1])) == 1
 
 
 def test_rotation_turns_by_any_angle_without_padding_and_keeps_the_centre():
@@ -181,3 +193,24 @@ def test_augmentation_draws_fresh_each_call():
     g = gen()
     assert not torch.equal(aug(x, g), aug(x, g))
 
+
+
+def test_the_default_leaves_out_intensity_for_defects_and_adds_it_for_regions():
+    import numpy as np
+
+    from napari_tilemap import extract_tiles, train
+    from napari_tilemap.learn._augment import DEFAULT_AUGMENT_REGIONS, default_augment
+
+    assert "intensity" not in default_augment(True) and default_augment(True) == DEFAULT_AUGMENT
+    assert default_augment(False) == DEFAULT_AUGMENT_REGIONS == tuple(n for n in AUGMENTATIONS
+                                                                      if n in {*DEFAULT_AUGMENT, "intensity"})
+    image = np.random.default_rng(0).normal(100, 10, (96, 96))
+    labels = np.zeros((96, 96), np.uint8)
+    labels[10:14, 10:40], labels[60:64, 50:80] = 1, 2
+    kw = {"preset": "small", "epochs": 1, "samples_per_epoch": 64, "device": "cpu"}
+    with_bg = train(extract_tiles(image, labels, tile_size=24), **kw)
+    regions = train(extract_tiles(image, labels, tile_size=24, background="none"), **kw)
+    assert with_bg.record["augment"] == list(DEFAULT_AUGMENT) and with_bg.record["parameters"]["augment"] is True
+    assert regions.record["augment"] == list(DEFAULT_AUGMENT_REGIONS)
+    chosen = train(extract_tiles(image, labels, tile_size=24, background="none"), augment=("flip",), **kw)
+    assert chosen.record["augment"] == ["flip"]

@@ -211,10 +211,12 @@ def test_evaluate_refuses_to_replace_a_report(tmp_path, capsys):
 
 
 def test_augmentation_and_hard_negatives_from_the_command_line(tmp_path, files, capsys):
-    from napari_tilemap.cli import AUGMENT_NAMES
+    from napari_tilemap.cli import AUGMENT_NAMES, DEFAULT_PRIOR, PRIOR_NAMES
     from napari_tilemap.learn._augment import AUGMENTATIONS
+    from napari_tilemap.learn._training import PRIORS, TrainConfig
 
     assert AUGMENT_NAMES == AUGMENTATIONS
+    assert PRIOR_NAMES == PRIORS and DEFAULT_PRIOR == TrainConfig.prior
     base = ["train", *files, "--preset", "small", "--tile-size", "24", "--epochs", "2", "--device", "cpu"]
     _one_line([*base, "-o", str(tmp_path / "a.tilemap"), "--augment", "flip,spin"], capsys,
               "unknown augmentation(s) spin")
@@ -228,5 +230,8 @@ def test_augmentation_and_hard_negatives_from_the_command_line(tmp_path, files, 
     assert tuple(record["parameters"]["augment"]) == ("flip", "shift")
     assert record["parameters"]["hard_negative_rounds"] == 1 and len(record["hard_negatives"]) == 1
     assert "hard negatives added per round:" in capsys.readouterr().out
-    assert main([*base, "-o", str(tmp_path / "b.tilemap"), "--augment", "none"]) == 0
-    assert tuple(load_model(tmp_path / "b.tilemap").record["parameters"]["augment"]) == ()
+    assert record["prior"]["mode"] == DEFAULT_PRIOR
+    assert main([*base, "-o", str(tmp_path / "b.tilemap"), "--augment", "none", "--prior", "tiles"]) == 0
+    record = load_model(tmp_path / "b.tilemap").record
+    assert tuple(record["parameters"]["augment"]) == () and record["prior"]["mode"] == "tiles"
+    assert any(a != 0 for a in record["prior"]["logit_adjustment"])

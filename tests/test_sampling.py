@@ -5,13 +5,14 @@ import pytest
 
 from napari_tilemap import TilemapInputError, extract_tiles
 from napari_tilemap.learn import _tiles
-from napari_tilemap.learn._tiles import background_candidates
+from napari_tilemap.learn._tiles import background_centres
 from napari_tilemap.learn._training import (
     MAX_SAMPLES,
     MIN_SAMPLES,
     BatchProgress,
     TrainingRun,
     _sampling_weights,
+    shift_room,
     split_tiles,
 )
 
@@ -32,16 +33,20 @@ def test_background_tiles_cover_every_cell_of_the_unpainted_area():
     tiles = extract_tiles(image, labels, tile_size=T, seed=1)
     bg = tiles.classes == 0
     step = T // 4
-    ok = background_candidates(labels, T, tiles.margin, tiles.background_gap)
+    ok = background_centres(labels, tiles.background_gap)
     cells_y, cells_x = ok.shape[0] // step + 1, ok.shape[1] // step + 1
     count = np.zeros((cells_y, cells_x), int)
-    np.add.at(count, tuple((tiles.origins[bg] // step).T), 1)
+    np.add.at(count, tuple((tiles.centers[bg] // step).T), 1)
     offered = np.zeros_like(count, bool)
     ys, xs = np.nonzero(ok)
     offered[ys // step, xs // step] = True
     # one tile in every grid cell that holds a valid origin, none elsewhere
     np.testing.assert_array_equal(count, offered.astype(int))
-    assert bg.sum() == offered.sum() > 500
+    assert bg.sum() == offered.sum() > 1000
+    # up to the image's edge, as map cells: the edge rows and columns of the grid have their tiles
+    last_y, last_x = (ok.shape[0] - 1) // step, (ok.shape[1] - 1) // step
+    assert count[0, : last_x + 1].all() and count[last_y, : last_x + 1].all()
+    assert count[: last_y + 1, 0].all() and count[: last_y + 1, last_x].all()
     # spread: every quarter of the image has its share
     centres = tiles.centers[bg]
     for half_y in (centres[:, 0] < 128, centres[:, 0] >= 128):
@@ -70,9 +75,10 @@ def test_background_tiles_obey_the_centre_rule_and_include_near_paint_negatives(
 def test_a_larger_gap_keeps_paint_out_of_the_whole_window():
     image, labels = two_blobs()
     tiles = extract_tiles(image, labels, tile_size=T, margin=2, background_gap=T // 2 + 3, seed=0)
-    m = tiles.margin
+    m, p = tiles.margin, T
+    reflected = np.pad(labels, p, mode="symmetric")  # what windows reaching outside the image hold
     for y, x in tiles.origins[tiles.classes == 0]:
-        assert labels[y - m : y + T + m, x - m : x + T + m].sum() == 0
+        assert reflected[y - m + p : y + T + m + p, x - m + p : x + T + m + p].sum() == 0
     with pytest.raises(TilemapInputError, match="background_gap must be at least 1"):
         extract_tiles(image, labels, tile_size=T, background_gap=0)
 
@@ -172,3 +178,23 @@ def test_one_long_chain_of_tiles_never_takes_most_of_a_class_to_validation():
             assert (tiles.classes[val_idx] == c).sum() <= 0.5 * n
         # a small image still gives the background its validation share
         assert (tiles.classes[val_idx] == 0).sum() >= 0.1 * (tiles.classes == 0).sum()
+
+
+def test_augmentation_never_shifts_paint_into_a_background_tiles_centre_block():
+    image, labels = two_blobs()
+    tiles = extract_tiles(image, labels, tile_size=T, seed=0)
+    step = 4  # the small preset's
+    room = shift_room(tiles, step)
+    painted = np.argwhere(labels > 0)
+    bg = np.flatnonzero(tiles.classes == 0)
+    d = np.abs(tiles.centers[bg][:, None] - painted[None]).max(-1).min(1)  # Chebyshev distance to paint
+    np.testing.assert_array_equal(room[bg], np.maximum(d - step // 2 - 1, 0))
+    assert room[bg].min() == tiles.background_gap - step // 2 - 1 < T // 16 <= room[bg].max()
+    assert (room[tiles.classes > 0] >= T // 16).all()  # painted tiles move freely
+    # every allowed shift keeps the shifted centre block free of paint
+    for i in bg[d <= 8]:
+        r = room[i]
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                cy, cx = tiles.centers[i] + (dy, dx)
+                assert not labels[max(cy - step // 2, 0) : cy + step // 2, max(cx - step // 2, 0) : cx + step // 2].any()

@@ -63,7 +63,7 @@ def _one_line(err: BaseException) -> str:
 _OPTION_OF = {"overwrite": "--overwrite", "block_size": "--chunk", "tile_size": "--tile-size", "epochs": "--epochs",
               "preset": "--preset", "device": "--device", "background": "--background", "loss": "--loss",
               "seed": "--seed", "threshold": "--threshold", "workers": "--workers", "min_area": "--min-area",
-              "hard_negative_rounds": "--hard-negatives", "augment": "--augment",
+              "hard_negative_rounds": "--hard-negatives", "augment": "--augment", "prior": "--prior",
               "pixel_size": "--pixel-size", "format": "--format"}
 
 
@@ -101,6 +101,11 @@ THRESHOLD_HELP = ("reject threshold: cells whose best score is below it are 'unk
 
 
 AUGMENT_NAMES = ("flip", "rot90", "rotate", "shift", "intensity", "noise", "blur")
+PRIOR_NAMES, DEFAULT_PRIOR = ("tiles", "balanced"), "balanced"  # as TrainConfig, without importing torch
+PRIOR_HELP = ("class frequencies the scores assume: balanced = every class equally likely (finds rare classes, "
+              "also where you did not paint them); tiles = each class's share of the training tiles (far fewer "
+              "false alarms on a busy surface, but needs every defect of the training images painted: an "
+              "unpainted one is learnt as background)")
 
 
 def _augment_arg(text: str):
@@ -193,12 +198,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="softmax: a cell's scores sum to 1; sigmoid: one-vs-rest scores, each class on its own")
     t.add_argument("--augment", type=_augment_arg, default="default", metavar="NAMES",
                    help=f"training augmentations, comma-separated from {','.join(AUGMENT_NAMES)}; 'default' is all "
-                        "of them, 'none' turns augmentation off; leave out flip,rot90,rotate for defects whose "
+                        "but intensity with --background unpainted (add it for images lit otherwise) and all with "
+                        "none, 'none' turns augmentation off; leave out flip,rot90,rotate for defects whose "
                         "direction matters (default: default)")
     t.add_argument("--hard-negatives", type=int, default=0, metavar="N",
                    help="after training, N rounds of: predict over the training images, add unpainted places "
                         "called a painted class as background, fine-tune; needs --background unpainted and every "
                         "defect of the training images painted")
+    t.add_argument("--prior", default=DEFAULT_PRIOR, choices=PRIOR_NAMES, help=PRIOR_HELP)
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.set_defaults(run=_train)
 
@@ -408,7 +415,7 @@ def _train(args) -> int:
     _check_output(out, overwrite=args.overwrite)
     config = _check_training_options(args.tile_size, args.background, preset=args.preset, epochs=args.epochs,
                                      device=args.device, seed=args.seed, loss=args.loss, augment=args.augment,
-                                     hard_negative_rounds=args.hard_negatives)
+                                     hard_negative_rounds=args.hard_negatives, prior=args.prior)
     if args.hard_negatives and args.background == "none":
         raise TilemapInputError("--hard-negatives needs --background unpainted: with 'none', unpainted pixels are "
                                 "not background, so no false alarm can be told from a class")

@@ -15,16 +15,19 @@ def test_augmentations_and_hard_negatives_reach_the_model(dock, qtbot, small_sam
     w.tiles.extract.clicked()
     panel = w.training
     assert tuple(panel.augment.value) == DEFAULT_AUGMENT and not panel.hard_negatives.value
+    assert panel.config().augment is True  # untouched: the default for the tiles' background mode
     panel.augment.value = ["shift", "intensity"]  # a direction-dependent defect: no flips or rotations
     panel.hard_negatives.value = True
+    assert panel.prior.value == "balanced"
+    panel.prior.value = "tiles"  # every defect of the sample's training area painted
     config = panel.config()
-    assert config.augment == ("shift", "intensity") and config.hard_negative_rounds == 1
+    assert config.augment == ("shift", "intensity") and config.hard_negative_rounds == 1 and config.prior == "tiles"
     panel.preset.value, panel.epochs.value, panel.device.value = "small", 2, "cpu"
     panel.train.clicked()
     wait_for(qtbot, panel)
     record = w.session.model.record
     assert tuple(record["parameters"]["augment"]) == ("shift", "intensity")
-    assert len(record["hard_negatives"]) == 1
+    assert len(record["hard_negatives"]) == 1 and record["prior"]["mode"] == "tiles"
     assert "hard negatives added per round" in panel.status.value
     assert not notifications["error"], notifications
     assert np.isfinite(record["final"]["train_loss"])

@@ -74,7 +74,10 @@ class TrainPanel(Container):
         self.augment = Select(label="augment", choices=list(AUGMENTATIONS), value=list(DEFAULT_AUGMENT),
                               tooltip="Random changes to every training tile (hold Ctrl to pick several): flip, "
                                       "rot90 and rotate (any angle) - leave these out when a defect's direction "
-                                      "matters; shift; intensity (brightness, contrast, gamma); noise; blur")
+                                      "matters; shift; intensity (brightness, contrast, gamma; left out by default "
+                                      "with background 'unpainted', added with 'none'); noise; blur")
+        self._augment_chosen = False  # until the user picks, training uses the default for the tiles
+        self.augment.changed.connect(self._choose_augment)
         rows = self.augment.native.fontMetrics().height() + 4
         self.augment.native.setFixedHeight(len(AUGMENTATIONS) * rows + 2 * self.augment.native.frameWidth() + 4)
         self.hard_negatives = CheckBox(label="learn from false alarms (1 hard-negative round)", value=False,
@@ -82,6 +85,13 @@ class TrainPanel(Container):
                                                "places the model calls a painted class as background, and "
                                                "fine-tune. Needs background 'unpainted' and every defect of the "
                                                "training images painted")
+        self.prior = ComboBox(label="class prior", value=TrainConfig.prior,
+                              choices=[("balanced (some defects unpainted)", "balanced"),
+                                       ("tile shares (every defect painted)", "tiles")],
+                              tooltip="balanced: every class equally likely; finds rare classes, also where you "
+                                      "did not paint them. tile shares: each class as common as in the training "
+                                      "tiles; far fewer false alarms on a busy surface, but an unpainted defect "
+                                      "is learnt as background")
         self.fine_tune = CheckBox(label="fine-tune the current model", value=False,
                                   tooltip="Start from the model you trained or loaded (same tile size and classes) "
                                           "instead of random weights: for a few more painted corrections")
@@ -95,7 +105,7 @@ class TrainPanel(Container):
         self.save = PushButton(text="Save model", tooltip="Write the model to the model file")
         self.load = PushButton(text="Load model", tooltip="Read a model from the model file")
         super().__init__(widgets=[self.preset, self.epochs, self.device, self.loss, self.seed, self.augment,
-                                  self.hard_negatives, self.fine_tune, self.train,
+                                  self.hard_negatives, self.prior, self.fine_tune, self.train,
                                   self.stop, self.status, self.plot, self.model_path, self.save, self.load])
         self.worker = None
         self.run: TrainingRun | None = None
@@ -109,8 +119,12 @@ class TrainPanel(Container):
         """Frozen snapshot of the controls, handed to the worker."""
         return TrainConfig(preset=self.preset.value, epochs=int(self.epochs.value), device=self.device.value,
                            seed=int(self.seed.value), loss=self.loss.value,
-                           augment=tuple(n for n in AUGMENTATIONS if n in self.augment.value),
-                           hard_negative_rounds=int(bool(self.hard_negatives.value)))
+                           augment=tuple(n for n in AUGMENTATIONS if n in self.augment.value)
+                           if self._augment_chosen else True,
+                           hard_negative_rounds=int(bool(self.hard_negatives.value)), prior=self.prior.value)
+
+    def _choose_augment(self, _value=None) -> None:
+        self._augment_chosen = True
 
     def start(self):
         """Start training on the extracted tiles in a worker thread."""

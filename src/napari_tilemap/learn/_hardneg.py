@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import TilemapInputError
-from ._tiles import TileSet, background_candidates
+from ._tiles import TileSet, _window, background_centres
 
 MAX_HARD_NEGATIVES = 512
 """Most hard negatives one round adds: the highest-scoring ones."""
@@ -43,15 +43,15 @@ def hard_negative_origins(model, tiles: TileSet, *, min_score: float = 0.5, max_
     """(n, 3) rows of (image, y, x) origins of the hard negatives of ``model`` on the training images.
 
     A map cell is a hard negative when its best class is a painted class with score at least
-    ``min_score`` and its tile would be a background tile: its centre pixel (``i*S + S//2``) keeps
-    ``tiles.background_gap`` pixels from paint and its window with margin lies in the image.
+    ``min_score`` and its tile would be a background tile: its centre pixel (``i*S + S//2``, clipped
+    to the image) keeps ``tiles.background_gap`` pixels from paint.
     The ``max_tiles`` highest-scoring ones are returned, best first.
     """
     from ..maps._predict import predict
 
     check_minable(tiles)
     images, labels = tiles.sources
-    t, m, s = tiles.tile_size, tiles.margin, model.step
+    t, s = tiles.tile_size, model.step
     found, scores = [], []
     for i, (image, lab) in enumerate(zip(images, labels)):
         cmap = predict(model, image, device=device, pyramid=False)
@@ -59,12 +59,10 @@ def hard_negative_origins(model, tiles: TileSet, *, min_score: float = 0.5, max_
         best = probs.argmax(0)
         top = probs.max(0)
         ci, cj = np.nonzero((best != 0) & (top >= min_score))
-        origins = np.stack([ci * s + s // 2 - t // 2, cj * s + s // 2 - t // 2], 1)
-        ok = background_candidates(lab, t, m, tiles.background_gap)
-        inside = (origins >= 0).all(1) & (origins[:, 0] < lab.shape[0]) & (origins[:, 1] < lab.shape[1])
-        keep = np.zeros(len(origins), bool)
-        keep[inside] = ok[origins[inside, 0], origins[inside, 1]]
-        found.append(np.c_[np.full(keep.sum(), i), origins[keep]])
+        cy, cx = np.minimum(ci * s + s // 2, lab.shape[0] - 1), np.minimum(cj * s + s // 2, lab.shape[1] - 1)
+        keep = background_centres(lab, tiles.background_gap)[cy, cx]
+        origins = np.stack([cy, cx], 1)[keep] - t // 2
+        found.append(np.c_[np.full(len(origins), i), origins])
         scores.append(top[ci[keep], cj[keep]])
     rows = np.concatenate(found).astype(np.int64) if found else np.zeros((0, 3), np.int64)
     order = np.argsort(-np.concatenate(scores), kind="stable")[:max_tiles] if found else []
@@ -101,6 +99,6 @@ def mine_hard_negatives(model, tiles: TileSet, *, min_score: float = 0.5, max_ti
     rows = hard_negative_origins(model, tiles, min_score=min_score, max_tiles=max_tiles, device=device)
     images = tiles.sources[0]
     t, m = tiles.tile_size, tiles.margin
-    windows = [images[i][y - m : y + t + m, x - m : x + t + m] for i, y, x in rows]
+    windows = [_window(images[i], y - m, x - m, t + 2 * m) for i, y, x in rows]
     shape = (0, t + 2 * m, t + 2 * m, tiles.in_channels)
     return tiles.extended(np.stack(windows) if windows else np.zeros(shape, np.float32), rows[:, 0], rows[:, 1:])

@@ -59,7 +59,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "small": Preset((8, 16), 2, 32, "step 4, fast; fine textures and small defects"),
-    "medium": Preset((8, 16, 32), 2, 64, "step 8; the default"),
+    "medium": Preset((16, 32, 64), 2, 64, "step 8; the default"),
     "large": Preset((16, 32, 64, 96), 2, 128, "step 16; large structures, more context"),
 }
 

@@ -15,7 +15,7 @@ from ._augment import default_margin
 BACKGROUND_CHOICES = ("unpainted", "none")
 SAMPLING_CHOICES = ("random", "grid")
 MAX_BACKGROUND_TILES = 4096
-"""Most background tiles :func:`extract_tiles` keeps by default: a T/2 grid over 2048×2048 unpainted
+"""Most background tiles :func:`extract_tiles` keeps by default: a T/4 grid over 1024×1024 unpainted
 pixels at T = 64. Larger areas get a random subset of the grid's cells, still spread over all of it."""
 _SPACING = 4
 """Background grid spacing T/_SPACING."""
@@ -132,8 +132,9 @@ def extract_tiles(
     what lies at its centre, as a map cell is by its centre block, so a background tile's centre
     pixel keeps ``background_gap`` pixels (Chebyshev) from every painted pixel while paint may lie
     elsewhere in the tile: tiles beside a defect, with the defect off-centre, are background too.
-    By default there is one tile in every cell of a grid of spacing T/2 that holds such centres, at
-    a random centre within the cell (``'random'``) or at the cell's corner (``'grid'``).
+    By default there is one tile in every cell of a grid of spacing T/4 that holds such centres, at
+    a random centre within the cell (``'random'``) or at the cell's corner (``'grid'``). Centres
+    reach the image's edge, as map cells do; a window reaching outside holds symmetric reflections.
 
     Parameters
     ----------
@@ -147,7 +148,7 @@ def extract_tiles(
         'unpainted' adds a background class sampled from unpainted pixels; 'none' uses only
         the painted classes (every class was painted).
     background_tiles : int, optional
-        How many background tiles; default: one per occupied cell of the T/2 grid, at most
+        How many background tiles; default: one per occupied cell of the T/4 grid, at most
         :data:`MAX_BACKGROUND_TILES` (fewer for windows too large for
         :data:`MAX_BACKGROUND_BYTES`), chosen evenly over the cells.
     background_sampling : {'random', 'grid'}
@@ -245,7 +246,7 @@ def extract_tiles(
         if background_tiles is not None and int(background_tiles) < 1:
             raise TilemapInputError(f"background_tiles must be at least 1, got {background_tiles}")
         cap = max(8, min(MAX_BACKGROUND_TILES, MAX_BACKGROUND_BYTES // (w * w * 4 * imgs[0].shape[2])))
-        bg = background_origins(labs, t, m, gap, background_tiles, cap, background_sampling, rng)
+        bg = background_origins(labs, t, gap, background_tiles, cap, background_sampling, rng)
         if len(bg) == 0:
             raise TilemapInputError(
                 f"no {t}x{t} tile has its centre {gap} px or more away from paint, so there are no background "
@@ -305,26 +306,21 @@ def _blob_centres(mask: np.ndarray, t: int, cap: int | None, rng: np.random.Gene
         yield chosen.astype(np.int64)
 
 
-def background_candidates(lab: np.ndarray, t: int, m: int, gap: int) -> np.ndarray:
-    """(Y', X') bool: tile origins (y, x) whose window with margin ``m`` lies inside the image and
-    whose centre pixel ``(y + T//2, x + T//2)`` is at least ``gap`` px (Chebyshev) from paint."""
-    h, w = lab.shape
-    ok = np.zeros((h, w), bool)
-    if h < t + 2 * m or w < t + 2 * m:
-        return ok
-    # paint within the (2·gap − 1)-square around each centre pixel
-    near = _window_sum(np.pad(lab > 0, gap - 1), 2 * gap - 1) > 0
-    c = t // 2
-    ok[m : h - t - m + 1, m : w - t - m + 1] = ~near[m + c : h - t - m + 1 + c, m + c : w - t - m + 1 + c]
-    return ok
+def background_centres(lab: np.ndarray, gap: int) -> np.ndarray:
+    """(Y, X) bool: pixels that may be the centre pixel of a background tile, those at least
+    ``gap`` px (Chebyshev) from every painted pixel. Any pixel of the image qualifies, as every
+    pixel is some map cell's centre: a tile near the edge reaches outside the image, where its
+    pixels are symmetric reflections, as in maps."""
+    # paint within the (2·gap − 1)-square around each pixel
+    return ~(_window_sum(np.pad(lab > 0, gap - 1), 2 * gap - 1) > 0)
 
 
-def background_origins(labs, t: int, m: int, gap: int, wanted: int | None, cap: int, sampling: str,
+def background_origins(labs, t: int, gap: int, wanted: int | None, cap: int, sampling: str,
                        rng: np.random.Generator) -> np.ndarray:
     """(n, 3) rows of (image, y, x) background tile origins spread over all unpainted area.
 
-    The images are divided into cells of a T/2 grid; each cell holding candidate origins
-    (:func:`background_candidates`) offers one: a random candidate (``'random'``) or the
+    The images are divided into cells of a T/4 grid of centre pixels; each cell holding candidate
+    centres (:func:`background_centres`) offers one: a random candidate (``'random'``) or the
     cell's corner when it is a candidate (``'grid'``). ``wanted`` (default: every cell, at most
     ``cap``) of them are kept, evenly at random over the cells; when more are wanted than there
     are cells, the rest are drawn among all candidates.
@@ -332,10 +328,10 @@ def background_origins(labs, t: int, m: int, gap: int, wanted: int | None, cap: 
     step = max(t // _SPACING, 1)
     offers, pool = [], []
     for i, lb in enumerate(labs):
-        ys, xs = np.nonzero(background_candidates(lb, t, m, gap))
+        ys, xs = np.nonzero(background_centres(lb, gap))
         if len(ys) == 0:
             continue
-        pool.append(np.stack([np.full(len(ys), i), ys, xs], 1))
+        pool.append(np.stack([np.full(len(ys), i), ys - t // 2, xs - t // 2], 1))
         if sampling == "grid":
             on = (ys % step == 0) & (xs % step == 0)
             offers.append(pool[-1][on])

@@ -19,6 +19,7 @@ from ._augment import (  # noqa: F401 (re-exported)
     AUGMENTATIONS,
     DEFAULT_AUGMENT,
     Augmenter,
+    default_augment,
     normalise_augment,
     random_dihedral,
 )
@@ -74,9 +75,12 @@ class TrainConfig:
     patience: int = 5
     """Stop after this many epochs without a better validation loss. Checkpoints count from half the
     epochs on (the annealing half of the one-cycle schedule), so training runs at least that long."""
-    augment: bool | tuple[str, ...] = DEFAULT_AUGMENT
-    """Names from :data:`AUGMENTATIONS` applied to training tiles, fresh every draw; ``True`` is
-    :data:`DEFAULT_AUGMENT`, ``False`` none. Stored as a tuple in the order of ``AUGMENTATIONS``."""
+    augment: bool | tuple[str, ...] = True
+    """Names from :data:`AUGMENTATIONS` applied to training tiles, fresh every draw, stored as a tuple
+    in the order of ``AUGMENTATIONS``; ``False`` none. ``True`` (kept as ``True``): the default for
+    the tiles, :data:`DEFAULT_AUGMENT` with a background class and
+    :data:`~napari_tilemap.learn._augment.DEFAULT_AUGMENT_REGIONS` (``intensity`` added) without;
+    the record's ``augment`` names what was used."""
     samples_per_epoch: int | None = None
     """Tiles drawn per epoch; default: as many as there are training tiles, within
     [:data:`MIN_SAMPLES`, :data:`MAX_SAMPLES`], so more background means longer epochs."""
@@ -93,14 +97,25 @@ class TrainConfig:
     fine-tune. Needs tiles from :func:`extract_tiles` with ``background='unpainted'``."""
     hard_negative_score: float = 0.5
     """Smallest painted-class score that makes an unpainted cell a hard negative."""
+    prior: str = "balanced"
+    """The class frequencies the scores assume, with a background class. Training draws every class
+    equally often, so that a class painted 20 times learns as much as a surface of 500 background
+    tiles. ``"tiles"``: after training the output is moved to each class's share of the training
+    tiles (Bayes' rule: the logits gain log(K·share)), so a rare class is called on the evidence it
+    needs at its real frequency, with far fewer false alarms on a busy background. ``"balanced"``: the
+    network as trained, every class equally likely: more recall of rare classes, more false alarms.
+    Without a background class the painted tile counts measure effort, not frequency: always balanced."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "augment", normalise_augment(self.augment))
+        if self.augment is not True:
+            object.__setattr__(self, "augment", normalise_augment(self.augment))
         _check_config(self)
 
 
 LOSSES = ACTIVATIONS
 """The choices of :attr:`TrainConfig.loss`: ``("softmax", "sigmoid")``."""
+PRIORS = ("tiles", "balanced")
+"""The choices of :attr:`TrainConfig.prior`."""
 MIN_SAMPLES, MAX_SAMPLES = 1024, 2048
 """Bounds of the default :attr:`TrainConfig.samples_per_epoch`."""
 BACKGROUND_BLOCK = 4
@@ -165,6 +180,15 @@ class TrainingRun:
         return self._stop
 
     def __iter__(self) -> Iterator[BatchProgress | EpochReport]:
+        # the prior is that of the tiles the user's painting gave, before any hard negatives
+        counts = np.bincount(self.tiles.classes, minlength=len(self.tiles.class_table))
+        try:
+            yield from self._rounds()
+        finally:
+            if self.model is not None and self.model is not self.init_model:
+                set_prior(self.model, counts, self.config.prior)
+
+    def _rounds(self) -> Iterator[BatchProgress | EpochReport]:
         cfg = self.config
         yield from self._fit(self.tiles, self.init_model, cfg.epochs, cfg.lr, 0, None)
         hard = np.zeros(len(self.tiles), bool)
@@ -201,7 +225,7 @@ class TrainingRun:
 
         x_train = tiles.windows[train_idx]
         if init_model is not None:
-            model = copy.deepcopy(init_model)
+            model = without_prior(init_model)
         else:
             mean = x_train.mean(axis=(0, 1, 2))
             std = np.maximum(x_train.std(axis=(0, 1, 2)), 1e-6 * np.maximum(1.0, np.abs(mean)))
@@ -215,8 +239,9 @@ class TrainingRun:
         t, m = tiles.tile_size, tiles.margin
         x_centre = x_all[:, :, m : m + t, m : m + t]
         y_all = torch.from_numpy(tiles.classes.astype(np.int64))
-        augment = Augmenter(cfg.augment, t, x_train.min(axis=(0, 1, 2)), x_train.max(axis=(0, 1, 2))) \
-            if cfg.augment else None
+        names = default_augment(tiles.class_table.has_background) if cfg.augment is True else cfg.augment
+        augment = Augmenter(names, t, x_train.min(axis=(0, 1, 2)), x_train.max(axis=(0, 1, 2))) if names else None
+        room = torch.from_numpy(np.minimum(shift_room(tiles, step), t))
         weights = torch.from_numpy(_sampling_weights(tiles.classes, train_idx, k, hard))
 
         n_samples = cfg.samples_per_epoch or int(np.clip(len(train_idx), MIN_SAMPLES, MAX_SAMPLES))
@@ -238,7 +263,7 @@ class TrainingRun:
                     if self._stop:
                         return
                     sel = picks[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                    xb = augment(x_all[sel], gen) if augment is not None else x_centre[sel]
+                    xb = augment(x_all[sel], gen, room[sel]) if augment is not None else x_centre[sel]
                     xb = xb.contiguous(memory_format=torch.channels_last)
                     xb, yb = xb.to(device, non_blocking=True), y_all[sel].to(device, non_blocking=True)
                     with amp:
@@ -279,7 +304,7 @@ class TrainingRun:
                 model.network.load_state_dict(best_state)
             model.network.to("cpu").eval()
             model.record = _record(cfg, tiles, train_idx, val_idx, self.history, self._stop, device,
-                                   self.init_model, self.hard_negatives)
+                                   self.init_model, self.hard_negatives, names)
             if not reports:  # stopped before any epoch was validated: half-trained weights are no model
                 self.model = previous
                 if previous is not None:
@@ -311,12 +336,13 @@ def train(
     **kw
         Fields of :class:`TrainConfig`: ``preset`` ({'small', 'medium', 'large'}),
         ``epochs`` (20), ``batch_size``, ``lr``, ``weight_decay``, ``val_fraction``,
-        ``patience``, ``augment`` (names from :data:`AUGMENTATIONS`, True = :data:`DEFAULT_AUGMENT`,
-        False = none), ``samples_per_epoch`` (None: the number of training tiles within
+        ``patience``, ``augment`` (names from :data:`AUGMENTATIONS`; True = the default for the tiles:
+        :data:`DEFAULT_AUGMENT` with a background class, ``intensity`` added without; False = none), ``samples_per_epoch`` (None: the number of training tiles within
         [1024, 2048]), ``device`` ('auto'), ``seed`` (0), ``loss`` ({'softmax', 'sigmoid'},
         'softmax'; 'sigmoid' trains one-vs-rest so that tiles unlike every class score low for all
         of them), ``hard_negative_rounds`` (0; needs ``background='unpainted'`` tiles from
-        :func:`extract_tiles`), ``hard_negative_score`` (0.5).
+        :func:`extract_tiles`), ``hard_negative_score`` (0.5), ``prior`` ({'tiles', 'balanced'}, 'tiles':
+        scores at the classes' shares of the tiles rather than the balanced draws of training).
 
     Returns
     -------
@@ -338,6 +364,48 @@ def train(
     if run.model is None:
         raise Cancelled("training was stopped before its first epoch ended; no model was made")
     return run.model
+
+
+def logit_adjustment(counts, activation: str, prior: str, has_background: bool) -> np.ndarray:
+    """(K,) what :attr:`TrainConfig.prior` adds to the logits of a network trained on balanced draws.
+
+    With ``prior="tiles"`` and a background class, class c's share is π_c = n_c / Σn (at least one
+    tile each); balanced draws gave every class 1/K. Softmax logits gain log(K·π_c); sigmoid logits,
+    each a one-vs-rest log-odds, gain logit(π_c) − logit(1/K). Otherwise zeros.
+    """
+    counts = np.maximum(np.asarray(counts, np.float64), 1.0)
+    k = len(counts)
+    if prior != "tiles" or not has_background or k < 2:
+        return np.zeros(k)
+    share = counts / counts.sum()
+    if activation == "sigmoid":
+        return np.log(share / (1 - share)) - np.log((1 / k) / (1 - 1 / k))
+    return np.log(k * share)
+
+
+def set_prior(model: TileClassifier, counts, prior: str) -> None:
+    """Move ``model``'s output (trained on balanced draws, no prior set) to ``prior``: the bias of its
+    last layer gains :func:`logit_adjustment`, recorded in ``record["prior"]``."""
+    table = model.class_table
+    adj = logit_adjustment(counts, model.activation, prior, table.has_background)
+    with torch.no_grad():
+        model.network[-1].bias += torch.as_tensor(adj, dtype=model.network[-1].bias.dtype)
+    model.record = {**(model.record or {}), "prior": {
+        "mode": prior if table.has_background else "balanced",
+        "tiles": dict(zip(table.names, np.asarray(counts).tolist())),
+        "logit_adjustment": [float(a) for a in adj],
+    }}
+
+
+def without_prior(model: TileClassifier) -> TileClassifier:
+    """A copy of ``model`` with the prior's logit adjustment taken back out: the balanced network
+    that fine-tuning continues from."""
+    out = copy.deepcopy(model)
+    adj = ((model.record or {}).get("prior") or {}).get("logit_adjustment")
+    if adj:
+        with torch.no_grad():
+            out.network[-1].bias -= torch.as_tensor(adj, dtype=out.network[-1].bias.dtype)
+    return out
 
 
 def _autocast(device: torch.device):
@@ -409,6 +477,26 @@ def painted_centre_blocks(tiles, step: int) -> np.ndarray:
     return out
 
 
+def shift_room(tiles, step: int) -> np.ndarray:
+    """(N,) int: how many pixels each tile may be shifted by augmentation along each axis and keep
+    its class under the centre rule. A background tile whose centre pixel lies d px (Chebyshev)
+    from paint may move d - S/2 - 1 px, which keeps paint out of its S×S centre block; every other
+    tile may move as far as ``shift`` allows (T/16, at most S/2 at the presets' smallest tiles)."""
+    from scipy import ndimage as ndi
+
+    room = np.full(len(tiles), np.iinfo(np.int32).max, np.int64)
+    if tiles.sources is None or not tiles.class_table.has_background:
+        return room
+    for i, lab in enumerate(tiles.sources[1]):
+        sel = np.flatnonzero((tiles.classes == 0) & (tiles.image_index == i))
+        if len(sel) and (lab > 0).any():
+            dist = ndi.distance_transform_cdt(lab == 0, metric="chessboard")
+            y = np.clip(tiles.centers[sel, 0], 0, lab.shape[0] - 1)
+            x = np.clip(tiles.centers[sel, 1], 0, lab.shape[1] - 1)
+            room[sel] = np.maximum(dist[y, x] - step // 2 - 1, 0)
+    return room
+
+
 def split_tiles(tiles, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation indices; no training tile shares pixels with a validation tile of its class.
 
@@ -449,28 +537,29 @@ def _grouped_split(classes: np.ndarray, groups: np.ndarray, val_fraction: float,
 
     Groups are taken in random order until validation holds ``val_fraction`` of the class; a group
     that would take validation past twice that, or past :data:`MAX_VAL_SHARE` of the class, is
-    passed over, so that one long chain of overlapping tiles (the tiles of neighbouring scratches,
-    a large stretch of background) never leaves training with a small minority of a class. At
-    least one group of each class stays in training."""
-    rng = np.random.default_rng(seed)
+    passed over (and a smaller one tried), so that one long chain of overlapping tiles (the tiles of
+    neighbouring scratches, a large stretch of background) never leaves training with a small
+    minority of a class. At least one group of each class stays in training. Each class draws from
+    its own random stream, so adding background tiles never changes which blobs validate."""
     val: list[np.ndarray] = []
     if val_fraction > 0:
         for cls in np.unique(classes):
+            # one random stream per class: a class's split does not change with the others' tiles
+            rng = np.random.default_rng([seed, int(cls)])
             members = classes == cls
             ids, sizes = np.unique(groups[members], return_counts=True)
-            if len(ids) < 2:
-                continue
             n = int(members.sum())
             target = val_fraction * n
             limit = max(target, min(2 * target, MAX_VAL_SHARE * n))
-            taken = 0
-            for j in rng.permutation(len(ids))[:-1]:  # the last group in this order stays in training
+            taken, in_training = 0, len(ids)
+            for j in rng.permutation(len(ids)):
                 if taken >= target:
                     break
-                if taken + sizes[j] > limit:
+                if taken + sizes[j] > limit or in_training == 1:  # one group at least stays in training
                     continue
                 val.append(np.flatnonzero(members & (groups == ids[j])))
                 taken += sizes[j]
+                in_training -= 1
     val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
     return np.setdiff1d(np.arange(len(classes)), val_idx), val_idx
 
@@ -515,6 +604,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise TilemapInputError(f"val_fraction must lie in [0, 1), got {cfg.val_fraction}")
     if cfg.lr <= 0:
         raise TilemapInputError(f"lr must be positive, got {cfg.lr}")
+    if not isinstance(cfg.prior, str) or cfg.prior not in PRIORS:
+        raise TilemapInputError(f"prior must be one of {list(PRIORS)}, got {cfg.prior!r}")
     if not isinstance(cfg.loss, str) or cfg.loss not in LOSSES:
         raise TilemapInputError(f"loss must be one of {list(LOSSES)}, got {cfg.loss!r}")
     if not isinstance(cfg.hard_negative_rounds, int) or cfg.hard_negative_rounds < 0:
@@ -552,7 +643,8 @@ def _check_tiles(tiles, init_model: TileClassifier | None, loss: str = "softmax"
             )
 
 
-def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model, hard_negatives=()) -> dict:
+def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model, hard_negatives=(),
+            augment=()) -> dict:
     import numpy
     import skimage
 
@@ -578,6 +670,7 @@ def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model
         "stopped": bool(stopped),
         "fine_tuned": init_model is not None,
         "hard_negatives": list(hard_negatives),
+        "augment": list(augment),
         "final": None if best is None else {
             "epoch": best.epoch, "train_loss": best.train_loss, "val_loss": _json_float(best.val_loss),
             "val_accuracy": _json_float(best.val_accuracy),
