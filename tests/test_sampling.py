@@ -198,3 +198,17 @@ def test_augmentation_never_shifts_paint_into_a_background_tiles_centre_block():
             for dx in range(-r, r + 1):
                 cy, cx = tiles.centers[i] + (dy, dx)
                 assert not labels[max(cy - step // 2, 0) : cy + step // 2, max(cx - step // 2, 0) : cx + step // 2].any()
+
+
+def test_a_validation_blind_to_a_trained_class_does_not_choose_the_checkpoint():
+    image, labels = two_blobs()  # one blob of each painted class: only background can validate
+    tiles = extract_tiles(image, labels, tile_size=T, seed=0)
+    run = TrainingRun(tiles, preset="small", epochs=6, samples_per_epoch=128, device="cpu")
+    with pytest.warns(UserWarning, match="too few separate painted blobs"):
+        reports = [e for e in run if not isinstance(e, BatchProgress)]
+    assert all(np.isfinite(r.val_loss) for r in reports)  # background validates ...
+    best = np.inf
+    for r in reports:  # ... but the kept epoch is the one with the lowest training loss
+        expected = r.train_loss < best or r.epoch == 3
+        best = r.train_loss if expected else best
+        assert r.best == expected, (r.epoch, r.train_loss, r.val_loss)

@@ -222,6 +222,8 @@ class TrainingRun:
         k = len(tiles.class_table)
         if round_ == 0:
             _warn_unvalidated(tiles, train_idx, val_idx)
+        # a validation loss blind to a trained class would pick the epoch that suits the others
+        judged = set(tiles.classes[train_idx].tolist()) <= set(tiles.classes[val_idx].tolist())
 
         x_train = tiles.windows[train_idx]
         if init_model is not None:
@@ -279,7 +281,7 @@ class TrainingRun:
                 val_loss, acc, recall, confusion = _evaluate(
                     net, x_centre[val_idx], y_all[val_idx], device, amp, k, loss_fn, balanced=True
                 )
-                score = val_loss if len(val_idx) else train_loss
+                score = val_loss if judged else train_loss
                 # checkpoints count from the second half of the one-cycle schedule, where the
                 # learning rate anneals; earlier ones win on a noisy validation loss too often
                 best = score < best_loss or epoch == max(epochs // 2, 1)
@@ -347,7 +349,8 @@ def train(
     Returns
     -------
     TileClassifier
-        The best checkpoint by validation loss, in eval mode on the CPU.
+        The best checkpoint by validation loss (by training loss when the validation split holds no
+        tile of some trained class), in eval mode on the CPU.
 
     Examples
     --------
