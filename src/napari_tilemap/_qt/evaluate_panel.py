@@ -110,10 +110,10 @@ class EvaluatePanel(Container):
 
     def start(self):
         """Evaluate the current model on the chosen image against the chosen truth."""
-        model, image, truth = self.session.model, self.image.value, self.truth.value
+        model = self.session.model_or_say_so()
         if model is None:
-            _notify.error("No model: train one (Train tab) or load a model file first.")
             return None
+        image, truth = self.image.value, self.truth.value
         if image is None or truth is None:
             _notify.error("Choose an image layer and a labels layer holding the truth.")
             return None

@@ -86,10 +86,10 @@ class PredictPanel(Container):
 
     def start(self):
         """Predict in a worker thread; the map layers appear with the first block."""
-        model, image = self.session.model, self.image.value
+        model = self.session.model_or_say_so()
         if model is None:
-            _notify.error("No model: train one (Train tab) or load a model file first.")
             return None
+        image = self.image.value
         if image is None:
             _notify.error("Choose an image layer to predict on.")
             return None

@@ -66,10 +66,10 @@ class SuggestPanel(Container):
 
     def start(self):
         """Compute suggestions for the chosen image with the session's model, in a worker thread."""
-        model, image = self.session.model, self.image.value
+        model = self.session.model_or_say_so()
         if model is None:
-            _notify.error("No model: train one (Train tab) or load a model file first.")
             return None
+        image = self.image.value
         if image is None:
             _notify.error("Choose the image to suggest on.")
             return None

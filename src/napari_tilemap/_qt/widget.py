@@ -9,6 +9,7 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QSizePolicy, QTabWidget, QVBoxLayout, QWidget
 
 from .._layerdata import is_map_layer
+from . import _notify
 from .classes_panel import ClassesPanel
 from .evaluate_panel import EvaluatePanel
 from .predict_panel import PredictPanel
@@ -26,6 +27,12 @@ class Session:
     tiles: object = None
     model: object = None
     map: object = None
+
+    def model_or_say_so(self):
+        """The model, or None after telling the user how to get one."""
+        if self.model is None:
+            _notify.error("No model: train one (Train tab) or load a model file first.")
+        return self.model
 
 
 class TilemapWidget(QWidget):
