@@ -5,7 +5,8 @@ Cases, all from data that installs with scikit-image (``skimage.data``) or is ge
 (a) ``defects-<surface>``: dark pits and bright scratches planted on a natural texture photograph
     (grass, gravel, brick). The top half is the training image with every defect painted; the bottom
     half, never seen, is the test image with full truth. Reports cell and object precision / recall
-    / F1 per class at the default settings, then object F1 with the evaluation's suggested threshold.
+    / F1 per class at the default settings, then object F1 with the evaluation's suggested (cell)
+    threshold, and with its suggested min score (regions whose peak score is below it left out).
 (b) ``mosaic``: regions of three textures; a few painted strokes per texture on a mosaic made of the
     photographs' top halves (``background="none"``), tested on another mosaic of their bottom halves.
     Reports cell accuracy away from region borders (farther than T/2).
@@ -163,19 +164,24 @@ def run_defects(name: str, args) -> None:
     ev = evaluate(model, test_img, test_truth, device="cpu")
     thr = {k: v for k, v in ev.suggested_thresholds.items() if v is not None and k != "background"}
     ev_t = evaluate(model, test_img, test_truth, device="cpu", threshold=thr) if thr else ev
+    cut = {k: v for k, v in ev.suggested_min_scores.items() if v is not None}
+    ev_m = evaluate(model, test_img, test_truth, device="cpu", min_score=cut)
     counts = ", ".join(f"{k} {v}" for k, v in tiles.counts().items())
     print(f"\n[defects-{name}] train {seconds:.1f} s  tiles: {counts}  test objects: "
           f"{dict(zip(ev.object_class_names, ev.truth_objects.tolist()))}")
-    print("  class       cell P  cell R  cell F1 | obj P   obj R   obj F1  (pred) | thr    obj P   obj R   obj F1")
+    print("  class       cell P  cell R  cell F1 | obj P   obj R   obj F1  (pred) | thr    obj P   obj R   obj F1 "
+          "| min score  obj F1")
     for j, k in enumerate(ev.object_classes):
         n = ev.class_names[k]
         t = thr.get(n)
         SUMMARY[f"defects-{name} {n} object F1"].append(float(ev.object_f1[j]))
         SUMMARY[f"defects-{name} {n} object F1 at threshold"].append(float(ev_t.object_f1[j]))
+        SUMMARY[f"defects-{name} {n} object F1 at min score"].append(float(ev_m.object_f1[j]))
         print(f"  {n:10s}  {fmt(ev.precision[k])}   {fmt(ev.recall[k])}   {fmt(ev.f1[k])}  | "
               f"{fmt(ev.object_precision[j])}   {fmt(ev.object_recall[j])}   {fmt(ev.object_f1[j])}  "
               f"({int(ev.predicted_objects[j]):4d}) | {fmt(t)}  {fmt(ev_t.object_precision[j])}   "
-              f"{fmt(ev_t.object_recall[j])}   {fmt(ev_t.object_f1[j])}")
+              f"{fmt(ev_t.object_recall[j])}   {fmt(ev_t.object_f1[j])} | {fmt(cut.get(n))}      "
+              f"{fmt(ev_m.object_f1[j])}")
 
 
 def run_mosaic(args) -> None:
@@ -215,9 +221,11 @@ def run_demo(args) -> None:
         v = ev.class_values[k]
         pred, true = int((classes == v).sum()), int((centre == v).sum())
         SUMMARY[f"demo {ev.class_names[k]} object F1"].append(float(ev.object_f1[j]))
+        SUMMARY[f"demo {ev.class_names[k]} object F1 at min score"].append(float(ev.best_object_f1[j]))
         SUMMARY[f"demo {ev.class_names[k]} map area / truth"].append(pred / max(true, 1))
         print(f"  {ev.class_names[k]:10s} map area {pred:5d} cells / truth {true:5d} cells = {pred / max(true, 1):4.2f}x;"
-              f" object P {fmt(ev.object_precision[j])} R {fmt(ev.object_recall[j])} F1 {fmt(ev.object_f1[j])}")
+              f" object P {fmt(ev.object_precision[j])} R {fmt(ev.object_recall[j])} F1 {fmt(ev.object_f1[j])};"
+              f" at suggested min score {fmt(ev.suggested_min_scores[ev.class_names[k]])}: F1 {fmt(ev.best_object_f1[j])}")
 
 
 def main() -> None:

@@ -109,6 +109,9 @@ def test_evaluate_prints_the_figures_and_writes_a_report(tmp_path, sample, rando
         "confusion.png", "evaluation.json", "precision_recall.png", "scores.png"]
     _fails_with_one_line(args[:3], capsys, "pairs")
     _fails_with_one_line([*args[:4], "--threshold", "1.5"], capsys, "threshold")
+    assert main([*args[:4], "--device", "cpu", "--min-score", "class 2=0.6"]) == 0
+    assert evaluate(model, image, truth, min_score={"class 2": 0.6}, device="cpu").summary() in capsys.readouterr().out
+    _fails_with_one_line([*args[:4], "--min-score", "1.5"], capsys, "min_score is 1.5")
     _fails_with_one_line([*args[:4], "--report", str(tmp_path / "no" / "dir")], capsys, "does not exist")
 
 

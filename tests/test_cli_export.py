@@ -66,6 +66,15 @@ def test_one_map_to_each_format_with_its_statistics_printed(tilemap, stores, tmp
         assert (tmp_path / name).stat().st_size > 0
     with open(tmp_path / "table.txt", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(regions(a, threshold={"pit": 0.5})["region"])
+    status, out, err = tilemap("export", folder / "a.zarr", "-o", tmp_path / "strong.csv", "--min-score", "0.9")
+    assert status == 0, err
+    with open(tmp_path / "strong.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert 0 < len(rows) == len(regions(a, min_score=0.9)["region"]) < len(regions(a)["region"])
+    assert all(float(r["max_score"]) >= 0.9 for r in rows)
+    status, _, err = tilemap("export", folder / "a.zarr", "-o", tmp_path / "bad.csv", "--min-score", "pit=2")
+    assert status == 2 and "min_score for class 'pit' (1) is 2.0, outside [0, 1]" in err
+    assert not (tmp_path / "bad.csv").exists()
 
 
 def test_a_folder_of_maps_gives_one_file_per_map_and_one_statistics_table(tilemap, stores, tmp_path):

@@ -155,6 +155,39 @@ def test_objects_match_one_to_one_within_the_distance_with_a_known_average_preci
     assert sparse.average_precision[0] == pytest.approx(2 / 3)  # A hit, C hit, D miss
 
 
+def test_min_score_leaves_weak_regions_out_of_the_objects_and_the_suggested_one_maximises_f1():
+    from napari_tilemap.analysis._regions import regions
+
+    cmap, truth = object_case()
+    result = evaluate(cmap, None, truth)
+    strong = evaluate(cmap, None, truth, min_score=0.75)  # only A (hit) and B (miss) are left
+    assert (strong.predicted_objects[0], strong.true_positives[0], strong.truth_objects[0]) == (2, 1, 3)
+    np.testing.assert_array_equal(strong.confusion, result.confusion)  # cells are not affected
+    assert strong.min_scores == (0.0, 0.75) and "left out: class 1 0.75" in strong.summary()
+    # F1 when keeping the top 1..4 regions: 2/4, 2/5, 4/6, 4/7 -> keep A, B, C
+    cut = result.suggested_min_scores["class 1"]
+    assert 0.6 < cut <= np.float32(0.7) and result.best_object_f1[0] == pytest.approx(2 / 3)
+    assert " 0.6999 " in result.summary()  # never rounded up past the region it must keep
+    again = evaluate(cmap, None, truth, min_score={"class 1": cut})
+    assert again.predicted_objects[0] == 3 and again.object_f1[0] == pytest.approx(2 / 3)
+    assert len(regions(cmap, min_score=cut)["region"]) == 3  # tables and exports keep the same regions
+    assert json.loads(json.dumps(again.to_dict()))["objects"]["per_class"][0]["suggested_min_score"] == cut
+    # against every possible cut of a random case
+    cmap, truth = random_case(seed=5, shape=(60, 64))
+    result = evaluate(cmap, None, truth)
+    for j, k in enumerate(result.object_classes):
+        name = result.class_names[k]
+        peaks = regions(cmap, classes=[name])["max_score"]
+        f1 = {float(c): evaluate(cmap, None, truth, min_score={name: float(c)}).object_f1[j] for c in peaks}
+        best = max(f1.values())
+        assert result.best_object_f1[j] == pytest.approx(best)
+        assert result.suggested_min_scores[name] <= min(c for c, f in f1.items() if f == best)
+        chosen = evaluate(cmap, None, truth, min_score={name: result.suggested_min_scores[name]})
+        assert chosen.object_f1[j] == pytest.approx(best)
+    with pytest.raises(TilemapInputError, match="min_score is 2.0, outside"):
+        evaluate(cmap, None, truth, min_score=2)
+
+
 def test_object_helpers_on_bare_arrays():
     pred = np.zeros((5, 5), bool)
     pred[0, 0] = pred[0, 2] = pred[4, 4] = True

@@ -99,6 +99,32 @@ def test_a_threshold_min_area_classes_and_pixel_size():
     assert set(regions(cmap, classes=[2])["class_value"]) == {2}
 
 
+def test_min_score_drops_weak_regions_whole_and_keeps_strong_ones_at_full_size(tmp_path):
+    cmap = make_map(hand_classes())
+    every = regions(cmap)
+    peak = every["max_score"]
+    cut = float(np.median(peak))
+    strong = regions(cmap, min_score=cut)
+    keep = peak >= cut
+    assert 0 < keep.sum() < len(keep)
+    for column in ("class_value", "cells", "area_px", "first_row", "first_col"):
+        np.testing.assert_array_equal(strong[column], every[column][keep])
+    assert strong["region"].tolist() == list(range(1, keep.sum() + 1))
+    # per class: scratches need more than any of them has, pits nothing
+    pits_only = regions(cmap, min_score={"scratch": 1.0})
+    np.testing.assert_array_equal(pits_only["first_row"], every["first_row"][every["class_value"] == 1])
+    # unknown regions are never dropped by it; statistics count only the kept regions
+    assert len(regions(cmap, classes=["unknown"], min_score=1.0)["region"]) == 1
+    stats = statistics(cmap, min_score=cut)
+    for value in (1, 2):
+        row = stats["class_value"].tolist().index(value)
+        assert stats["regions"][row] == (strong["class_value"] == value).sum()
+        assert stats["cells"][row] == (np.asarray(cmap.classes) == value).sum()  # cells are not filtered
+    # a stored map read block by block gives the same rows
+    stored = write_store(tmp_path / "m.zarr", cmap, chunk=5)
+    np.testing.assert_array_equal(regions(stored, min_score=cut, block_cells=5)["first_row"], strong["first_row"])
+
+
 def test_block_wise_regions_of_a_stored_map_equal_the_in_memory_ones(tmp_path):
     rng = np.random.default_rng(3)
     classes = (rng.random((41, 35)) < 0.45).astype(np.uint8) * rng.integers(1, 3, (41, 35)).astype(np.uint8)
@@ -158,6 +184,8 @@ def test_methods_of_the_map_delegate():
     ({"pixel_size": (1, 2, 3)}, "pixel_size"),
     ({"pixel_size": 0}, "pixel_size"),
     ({"threshold": 2.0}, "outside [0, 1]"),
+    ({"min_score": 1.5}, "min_score is 1.5, outside [0, 1]"),
+    ({"min_score": {"nope": 0.5}}, "min_score key 'nope' is not a class"),
     ({"block_cells": 0}, "block_cells"),
 ])
 def test_bad_input_is_refused_with_a_message(kwargs, message):

@@ -22,7 +22,7 @@ STATISTICS_FILE = "statistics.csv"
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``export`` subcommand to the ``tilemap`` command's ``subparsers``."""
     from .analysis._export import FORMATS
-    from .cli import THRESHOLD_HELP, _subparser, _threshold_arg
+    from .cli import MIN_SCORE_HELP, THRESHOLD_HELP, _subparser, _threshold_arg
 
     x = _subparser(subparsers, "export",
                    "regions, per-class statistics and exports of map stores (GeoJSON, COCO, CSV, label TIFF)")
@@ -39,6 +39,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     x.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
     x.add_argument("--min-area", type=float, default=0.0, metavar="PIXELS",
                    help="leave out regions smaller than this many image pixels (default: %(default)s)")
+    x.add_argument("--min-score", type=_threshold_arg, default=None, metavar="S", help=MIN_SCORE_HELP)
     x.add_argument("--pixel-size", type=float, default=None, metavar="SIZE",
                    help="physical size of an image pixel; adds area_physical to tables (default: none)")
     x.add_argument("--unit", default="", help="unit of --pixel-size, e.g. um (default: none)")
@@ -65,7 +66,7 @@ def run_export(args) -> int:
 
     stores, batch = _map_stores(args.maps)
     out = Path(args.out)
-    options = {"threshold": args.threshold, "min_area": args.min_area}
+    options = {"threshold": args.threshold, "min_area": args.min_area, "min_score": args.min_score}
     extra = {"pixel_size": args.pixel_size, "unit": args.unit or None}
     maps = [_open_complete(p, open_map) for p in stores]
     if not batch:

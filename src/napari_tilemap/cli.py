@@ -63,6 +63,7 @@ def _one_line(err: BaseException) -> str:
 _OPTION_OF = {"overwrite": "--overwrite", "block_size": "--chunk", "tile_size": "--tile-size", "epochs": "--epochs",
               "preset": "--preset", "device": "--device", "background": "--background", "loss": "--loss",
               "seed": "--seed", "threshold": "--threshold", "workers": "--workers", "min_area": "--min-area",
+              "min_score": "--min-score",
               "hard_negative_rounds": "--hard-negatives", "augment": "--augment", "prior": "--prior",
               "pixel_size": "--pixel-size", "format": "--format"}
 
@@ -98,6 +99,8 @@ def _environment_message(err: Exception, command: str) -> str:
 
 THRESHOLD_HELP = ("reject threshold: cells whose best score is below it are 'unknown' (255); one value in 0..1 "
                   "or one per class, as NAME=T,NAME=T (default: none)")
+MIN_SCORE_HELP = ("leave out regions whose peak score is below this, keeping confident regions whole; one value "
+                  "in 0..1 or one per class, as NAME=S,NAME=S ('tilemap evaluate' suggests one; default: none)")
 
 
 AUGMENT_NAMES = ("flip", "rot90", "rotate", "shift", "intensity", "noise", "blur")
@@ -230,6 +233,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--unlabelled", default="background", choices=["background", "ignore"],
                    help="truth value 0 is background (a full ground truth) or is ignored (sparse painting)")
     e.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
+    e.add_argument("--min-score", type=_threshold_arg, default=None, metavar="S",
+                   help="judge only regions whose peak score reaches this, as 'tilemap export --min-score' keeps "
+                        "them; one value in 0..1 or NAME=S,NAME=S (default: none)")
     e.add_argument("--report", default=None, metavar="DIR",
                    help="write evaluation.json and pictures (confusion, score histograms, precision-recall) here "
                         "(default: none)")
@@ -507,7 +513,8 @@ def _evaluate(args) -> int:
 
     try:
         result = evaluate(model, args.pairs[0::2], args.pairs[1::2], unlabelled=args.unlabelled,
-                          threshold=args.threshold, block_size=args.chunk, device=args.device, callback=progress)
+                          threshold=args.threshold, min_score=args.min_score, block_size=args.chunk,
+                          device=args.device, callback=progress)
     finally:
         if shown is not None:
             shown.close()

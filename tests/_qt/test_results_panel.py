@@ -99,6 +99,22 @@ def test_export_writes_the_chosen_format_and_never_overwrites_unasked(panel, tmp
     assert p.export() == path and path.read_text() != before
 
 
+def test_min_peak_score_leaves_weak_regions_out_of_the_shapes_the_table_and_the_export(panel, tmp_path):
+    viewer, p, cmap = panel
+    p.min_score.value = 0.9
+    table = p.show_regions()
+    expected = regions(cmap, min_score=0.9, image="surface map classes", pixel_size=SCALE, unit="")
+    assert 0 < len(table["region"]) == len(expected["region"]) < len(regions(cmap)["region"])
+    assert len(viewer.layers["surface map classes regions"].data) == len(expected["region"])
+    assert (viewer.layers["surface map classes regions"].features["max_score"] >= 0.9).all()
+    assert p.stats.value == format_table(statistics(cmap, min_score=0.9, images=["surface map classes"],
+                                                    pixel_size=SCALE, unit=""))
+    p.format.value = "csv"
+    p.out.value = tmp_path / "strong.csv"
+    with open(p.export(), newline="") as f:
+        assert [int(r["first_row"]) for r in csv.DictReader(f)] == expected["first_row"].tolist()
+
+
 def test_without_a_map_layer_the_panel_says_what_to_do(panel, notifications):
     _, p, _ = panel
     p.map_layer.value = None

@@ -64,6 +64,7 @@ class ResultsPanel(Container):
                                   choices=lambda _=None: [x for x in viewer.layers if _is_map_layer(x)])
         self.threshold = FloatSpinBox(label="reject threshold", value=0.0, min=0.0, max=1.0, step=0.05)
         self.min_area = FloatSpinBox(label="min area (px)", value=0.0, min=0.0, max=1e12, step=16)
+        self.min_score = FloatSpinBox(label="min peak score", value=0.0, min=0.0, max=1.0, step=0.01)
         self.show = PushButton(text="Show regions")
         self.status = Label(value="")
         self.stats = read_only_text()
@@ -74,12 +75,14 @@ class ResultsPanel(Container):
         self.overwrite = CheckBox(text="replace an existing file", value=False)
         self.export_button = PushButton(text="Export")
         super().__init__(widgets=[
-            self.map_layer, self.threshold, self.min_area, self.show, self.status, self.stats, self.table,
+            self.map_layer, self.threshold, self.min_area, self.min_score, self.show, self.status, self.stats, self.table,
             self.format, self.out, self.overwrite, self.export_button,
         ])
         self.map_layer.tooltip = "A map layer made by Predict or opened from a map store"
         self.threshold.tooltip = "Cells whose best score is below this are 'unknown' and in no region (0: none)"
         self.min_area.tooltip = "Leave out regions smaller than this many image pixels"
+        self.min_score.tooltip = ("Leave out regions whose highest score is below this; confident regions stay whole "
+                                  "(Evaluate suggests a value per class; 0: none)")
         self.show.tooltip = "Find the map's regions: a 'regions' shapes layer, the table below and statistics"
         self.stats.tooltip = "Regions, cells, area and area fraction of each class (and unknown)"
         self.table.tooltip = "One row per region; click a row to centre the view on it"
@@ -122,7 +125,9 @@ class ResultsPanel(Container):
 
     def _params(self) -> dict:
         t = float(self.threshold.value)
-        return {"threshold": t if t > 0 else None, "min_area": float(self.min_area.value)}
+        m = float(self.min_score.value)
+        return {"threshold": t if t > 0 else None, "min_area": float(self.min_area.value),
+                "min_score": m if m > 0 else None}
 
     def show_regions(self) -> dict | None:
         """Compute the regions and statistics of the chosen map and draw them, here and now."""

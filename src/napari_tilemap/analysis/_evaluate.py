@@ -31,6 +31,13 @@ Rules
 - **Suggested threshold** per class: the lowest threshold ``t`` on the 0.001 grid such that
   the cells predicted as the class (argmax) with best score ≥ ``t`` have precision ≥
   ``target_precision``; None when no threshold reaches it.
+- **Peak score** (``min_score``): predicted regions whose region score is below the class's
+  ``min_score`` are left out of the object figures, as :func:`~._regions.regions` leaves
+  them out of tables and exports. Cells are not affected. Because matching is greedy by
+  decreasing score, the regions kept match exactly as they do without the others.
+- **Suggested min score** per painted class: the region-score cut that maximises object F1
+  on the pooled precision–recall curve (the lowest such cut when several tie); None when
+  no region is a hit. It is measured on these images: check it on images of its own.
 - **Several images.** Counts are summed and objects pooled (matching stays within each
   image): every figure is over all images.
 """
@@ -109,6 +116,13 @@ class Evaluation:
         ``[t, c]``: histogram of the score of class c over the cells of true class t.
     suggested_thresholds : dict
         Class name → lowest threshold reaching ``target_precision`` (None if none does).
+    min_scores : tuple of float
+        The peak score each painted class's regions needed to count as objects (0: none;
+        always 0 for background, which has no objects).
+    suggested_min_scores : dict
+        Painted class name → the ``min_score`` giving the highest object F1 (None if none).
+    best_object_f1 : ndarray (P,)
+        The object F1 at the suggested min score (NaN where there is none).
     """
 
     class_names: tuple[str, ...]
@@ -140,6 +154,9 @@ class Evaluation:
     score_bins: np.ndarray
     score_histograms: np.ndarray
     suggested_thresholds: dict = field(default_factory=dict)
+    min_scores: tuple[float, ...] = ()
+    suggested_min_scores: dict = field(default_factory=dict)
+    best_object_f1: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def cells(self) -> int:
@@ -184,10 +201,13 @@ class Evaluation:
             {"class": self.class_names[k], "value": int(self.class_values[k]), "truth_objects": int(nt),
              "predicted_objects": int(npred), "true_positives": int(tp), "precision": _num(p), "recall": _num(r),
              "f1": _num(f), "average_precision": _num(ap),
+             "suggested_min_score": _num(self.suggested_min_scores.get(self.class_names[k])),
+             "f1_at_suggested_min_score": _num(best),
              "curve": {"recall": [_num(x) for x in curve[0]], "precision": [_num(x) for x in curve[1]]}}
-            for k, nt, npred, tp, p, r, f, ap, curve in zip(
+            for k, nt, npred, tp, p, r, f, ap, best, curve in zip(
                 self.object_classes, self.truth_objects, self.predicted_objects, self.true_positives,
-                self.object_precision, self.object_recall, self.object_f1, self.average_precision, self.pr_curves)
+                self.object_precision, self.object_recall, self.object_f1, self.average_precision,
+                self.best_object_f1, self.pr_curves)
         ]
         return {
             "format": "napari-tilemap-evaluation",
@@ -196,6 +216,7 @@ class Evaluation:
             "settings": {
                 "images": self.images, "step": self.step, "unlabelled": self.unlabelled,
                 "thresholds": {n: (t if t > 0 else None) for n, t in zip(names, map(float, self.thresholds))},
+                "min_scores": {n: (t if t > 0 else None) for n, t in zip(names, map(float, self.min_scores))},
                 "distance_cells": self.distance, "distance_pixels": self.distance_pixels,
                 "target_precision": self.target_precision,
             },
@@ -240,12 +261,15 @@ class Evaluation:
         confusion = _table(["true \\ predicted", *columns],
                            [[n, *(str(v) for v in row[: len(columns)])] for n, row in zip(names, self.confusion)])
         objects = _table(
-            ["class", "truth", "predicted", "hits", "precision", "recall", "f1", "AP"],
-            [[n, str(a), str(b), str(c), _fmt(p), _fmt(r), _fmt(f), _fmt(ap)]
-             for n, a, b, c, p, r, f, ap in zip(self.object_class_names, self.truth_objects, self.predicted_objects,
-                                                 self.true_positives, self.object_precision, self.object_recall,
-                                                 self.object_f1, self.average_precision)],
+            ["class", "truth", "predicted", "hits", "precision", "recall", "f1", "AP", "min score*", "f1 at it"],
+            [[n, str(a), str(b), str(c), _fmt(p), _fmt(r), _fmt(f), _fmt(ap), _fmt_cut(self.suggested_min_scores.get(n)),
+              _fmt(best)]
+             for n, a, b, c, p, r, f, ap, best in zip(
+                 self.object_class_names, self.truth_objects, self.predicted_objects, self.true_positives,
+                 self.object_precision, self.object_recall, self.object_f1, self.average_precision,
+                 self.best_object_f1)],
         )
+        applied = [f"{n} {t:g}" for n, t in zip(names, self.min_scores) if t > 0]
         suggested = _table(["class", "threshold"], [[n, _fmt(self.suggested_thresholds.get(n))] for n in names])
         how = "sparse truth: unpainted pixels ignored" if self.unlabelled == "ignore" else "value 0 is background"
         return "\n".join([
@@ -257,9 +281,12 @@ class Evaluation:
             "confusion matrix (cells; rows: true, columns: predicted):",
             confusion,
             "",
-            f"objects (8-connected regions; matched within {self.distance} cell(s) = {self.distance_pixels} px):",
+            f"objects (8-connected regions; matched within {self.distance} cell(s) = {self.distance_pixels} px"
+            + (f"; regions with a peak score below min score left out: {', '.join(applied)}" if applied else "")
+            + "):",
             objects,
-            f"mAP {_fmt(self.mean_average_precision)}",
+            (f"mAP {_fmt(self.mean_average_precision)}; * suggested min score: the peak-score cut with the highest "
+             "object F1 here (pass it as min_score / --min-score to regions, exports and evaluate)"),
             "",
             f"suggested thresholds (lowest best-score threshold giving cell precision >= {self.target_precision:g}):",
             suggested,
@@ -276,6 +303,7 @@ def evaluate(
     *,
     unlabelled: str = "background",
     threshold: float | dict | None = None,
+    min_score: float | dict | None = None,
     distance: int | None = None,
     target_precision: float = 0.95,
     block_size: int = 1024,
@@ -300,6 +328,10 @@ def evaluate(
         Cells whose best score is below the threshold of their predicted class are
         ``unknown``. A dict maps class names or label values to thresholds; classes not in
         it have none.
+    min_score : float or dict, optional
+        Predicted regions whose peak score is below this (a float, or a dict like
+        ``threshold``) are left out of the object figures, as ``regions(min_score=...)``
+        leaves them out of tables and exports.
     distance : int, optional
         Largest gap in cells between matching objects (default 1 cell, ``step`` pixels).
     target_precision : float
@@ -355,7 +387,8 @@ def evaluate(
         raise TilemapInputError(f"got {len(image_list)} image(s) but {len(truths)} truth image(s); "
                                 "give one truth per image")
     thresholds = _thresholds(threshold, table)
-    tally = _Tally(table, unlabelled, thresholds, int(distance))
+    floors = _min_scores(min_score, table)
+    tally = _Tally(table, unlabelled, thresholds, int(distance), floors)
     for n, (image, truth_spec) in enumerate(zip(image_list, truths)):
         label = f"truth {n + 1} of {len(truths)}" if len(truths) > 1 else "the truth"
         source = _open_truth(truth_spec, label)
@@ -443,9 +476,11 @@ def reduce_truth(
 class _Tally:
     """Counts summed over images and objects pooled over images."""
 
-    def __init__(self, table: ClassTable, unlabelled: str, thresholds: np.ndarray, distance: int) -> None:
+    def __init__(self, table: ClassTable, unlabelled: str, thresholds: np.ndarray, distance: int,
+                 floors: np.ndarray) -> None:
         k = len(table)
         self.table, self.unlabelled, self.thresholds, self.distance = table, unlabelled, thresholds, distance
+        self.floors = floors
         self.step: int | None = None
         self.painted = [i for i, v in enumerate(table.values) if v != 0]
         self.confusion = np.zeros((k, k + 1), np.int64)
@@ -482,7 +517,9 @@ class _Tally:
             progress(done, len(blocks))
         keep = presence.any(0) if self.unlabelled == "ignore" else None
         for p, cls in enumerate(self.painted):
-            self.objects[p].append(match_objects(predicted == cls, best, presence[p], self.distance, keep))
+            found = match_objects(predicted == cls, best, presence[p], self.distance, keep)
+            strong = found.scores >= self.floors[cls]
+            self.objects[p].append(ObjectMatch(found.scores[strong], found.matched[strong], found.truth_objects))
 
     def result(self, target_precision: float, images: int) -> Evaluation:
         table, confusion = self.table, self.confusion
@@ -495,11 +532,12 @@ class _Tally:
         accuracy = float(hits.sum() / support.sum()) if support.sum() else float("nan")
         balanced = float(recall[support > 0].mean()) if (support > 0).any() else float("nan")
         pooled = [ObjectMatch.concatenate(m) for m in self.objects]
-        curves, aps = [], []
+        curves, aps, cuts = [], [], []
         for m in pooled:
             ap, r, p = average_precision(m.scores, m.matched, m.truth_objects)
             aps.append(ap)
             curves.append((r, p))
+            cuts.append(best_cut(m))
         tp = np.array([m.true_positives for m in pooled], np.int64)
         n_truth = np.array([m.truth_objects for m in pooled], np.int64)
         n_pred = np.array([m.predicted_objects for m in pooled], np.int64)
@@ -520,6 +558,9 @@ class _Tally:
             pr_curves=tuple(curves), score_bins=np.linspace(0.0, 1.0, SCORE_BINS + 1),
             score_histograms=self.histograms,
             suggested_thresholds=dict(zip(table.names, self._suggest(target_precision))),
+            min_scores=tuple(float(max(f, 0.0)) if k in self.painted else 0.0 for k, f in enumerate(self.floors)),
+            suggested_min_scores={table.names[k]: c[0] for k, c in zip(self.painted, cuts)},
+            best_object_f1=np.array([c[1] for c in cuts], np.float64),
         )
 
     def _suggest(self, target: float) -> list[float | None]:
@@ -531,6 +572,38 @@ class _Tally:
             reached = np.flatnonzero((n > 0) & (ok >= target * n))
             out.append(float(reached[0] / THRESHOLD_GRID) if reached.size else None)
         return out
+
+
+def best_cut(objects: ObjectMatch) -> tuple[float | None, float]:
+    """The peak-score cut with the highest object F1 (the lowest of ties) and that F1.
+
+    Returns ``(None, nan)`` when no region is a hit.
+
+    Examples
+    --------
+    >>> m = ObjectMatch(np.array([0.875, 0.75, 0.625, 0.5], np.float32), np.array([True, False, True, False]), 2)
+    >>> best_cut(m)  # keep the top three: P 2/3, R 1
+    (0.625, 0.8)
+    """
+    order = np.argsort(-objects.scores, kind="stable")
+    scores = objects.scores[order].astype(np.float64)
+    tp = np.cumsum(objects.matched[order])
+    if not len(tp) or tp[-1] == 0:
+        return None, float("nan")
+    kept = np.arange(1, len(tp) + 1)
+    f1 = 2 * tp / (kept + objects.truth_objects)
+    last_of_tie = np.r_[scores[1:] < scores[:-1], True]  # a cut keeps every region of an equal score
+    f1 = np.where(last_of_tie, f1, -1.0)
+    i = int(np.flatnonzero(f1 == f1.max())[-1])
+    return _round_down(float(scores[i]), scores[i + 1] if i + 1 < len(scores) else -np.inf), float(f1[i])
+
+
+def _round_down(cut: float, below: float) -> float:
+    """``cut`` shortened to 4 decimals where that keeps the same regions (none scoring ``below``)."""
+    for short in (round(cut, 4), math.floor(cut * 1e4) / 1e4):
+        if below < short <= cut:
+            return short
+    return cut
 
 
 def _predict(model, source: ImageSource, block_size: int, device: str, stack: contextlib.ExitStack, report,
@@ -616,6 +689,15 @@ def _thresholds(threshold, table: ClassTable) -> np.ndarray:
     return np.full(k, _unit(threshold, "threshold"))
 
 
+def _min_scores(min_score, table: ClassTable) -> np.ndarray:
+    """The least peak score a region of each class (table order) needs; -inf where none."""
+    from ..maps._threshold import normalize_threshold, threshold_lut
+
+    if min_score is None:
+        return np.full(len(table), -np.inf)
+    return threshold_lut(normalize_threshold(min_score, table, "min_score"))[list(table.values)]
+
+
 def _unit(value, what: str) -> float:
     try:
         v = float(value)
@@ -672,6 +754,14 @@ def _num(x) -> float | None:
 def _fmt(x) -> str:
     v = _num(x)
     return "-" if v is None else f"{v:.3f}"
+
+
+def _fmt_cut(x) -> str:
+    """A suggested cut, written so that typing it back keeps the same regions (never rounded up)."""
+    v = _num(x)
+    if v is None:
+        return "-"
+    return f"{v:.4f}".rstrip("0").rstrip(".") if round(v, 4) == v else repr(v)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

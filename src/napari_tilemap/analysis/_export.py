@@ -64,6 +64,7 @@ def export(
     *,
     threshold=None,
     min_area: float = 0,
+    min_score=None,
     classes: Sequence[int | str] | None = None,
     overwrite: bool = False,
     pixel_size: float | Sequence[float] | None = None,
@@ -90,6 +91,9 @@ def export(
         Reject threshold applied first (cells below it are unknown, 255).
     min_area : float
         Regions smaller than this many image pixels are left out (not for ``tiff``).
+    min_score : float or dict, optional
+        Regions whose peak score is below this are left out (not for ``tiff``; see
+        :func:`~._regions.regions`).
     classes : sequence of int or str, optional
         Classes whose regions are exported; default every class but background.
     overwrite : bool
@@ -109,7 +113,7 @@ def export(
     ExportError
         Unknown format, ``path`` exists (without ``overwrite``) or its folder does not.
     TilemapInputError
-        A bad threshold, ``min_area`` or class.
+        A bad threshold, ``min_area``, ``min_score`` or class.
 
     Examples
     --------
@@ -127,8 +131,8 @@ def export(
         with atomic_output(path) as tmp:
             write_label_tiff(cm, tmp)
         return path
-    table = regions(cm, None, min_area, classes=classes, pixel_size=pixel_size, unit=unit, image=name,
-                    block_cells=block_cells)
+    table = regions(cm, None, min_area, min_score=min_score, classes=classes, pixel_size=pixel_size, unit=unit,
+                    image=name, block_cells=block_cells)
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
         write_table(table, out, fmt, cm, name)
     return path

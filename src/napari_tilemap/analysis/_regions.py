@@ -62,6 +62,7 @@ def regions(
     threshold=None,
     min_area: float = 0,
     *,
+    min_score=None,
     classes: Sequence[int | str] | None = None,
     pixel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
@@ -79,6 +80,12 @@ def regions(
         region of a class); None uses the map's classes as they are.
     min_area : float
         Regions smaller than this many image pixels are left out.
+    min_score : float or dict, optional
+        Regions whose peak score (``max_score``) is below this are left out: a float in
+        [0, 1] for every class or ``{class name or label value: float}``. Unlike a reject
+        threshold, which trims every cell below it, this drops weak regions whole and keeps
+        confident ones at their full extent (docs/design.md, "Peak score"). Never applies to
+        *unknown* regions.
     classes : sequence of int or str, optional
         The label values or names whose regions are wanted; default every class but
         background (value 0). ``255`` or ``"unknown"`` asks for the unknown regions.
@@ -112,8 +119,8 @@ def regions(
     >>> table = regions(cmap, threshold=0.8, min_area=500)   # doctest: +SKIP
     >>> import pandas as pd; pd.DataFrame(table).head()       # doctest: +SKIP
     """
-    return scan_regions(cmap, threshold, min_area, classes=classes, pixel_size=pixel_size, unit=unit,
-                        image=image, block_cells=block_cells).table
+    return scan_regions(cmap, threshold, min_area, min_score=min_score, classes=classes, pixel_size=pixel_size,
+                        unit=unit, image=image, block_cells=block_cells).table
 
 
 def scan_regions(
@@ -121,6 +128,7 @@ def scan_regions(
     threshold=None,
     min_area: float = 0,
     *,
+    min_score=None,
     classes: Sequence[int | str] | None = None,
     pixel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
@@ -130,13 +138,14 @@ def scan_regions(
     """:func:`regions` and the area of every value, in one pass over the map (same parameters)."""
     cm = apply_threshold_arg(cmap, threshold)
     min_area = _non_negative(min_area, "min_area")
+    floor = peak_score_floor(cm, min_score)
     size = _pixel_size(pixel_size)
     if isinstance(block_cells, bool) or not isinstance(block_cells, (int, np.integer)) or block_cells < 1:
         raise TilemapInputError(f"block_cells must be a positive number of cells, got {block_cells!r}")
     wanted = class_values(cm, classes)
     acc = _Accumulator(cm, wanted, int(block_cells))
     acc.run()
-    table = acc.table(min_area, image if image is not None else map_image_name(cmap))
+    table = acc.table(min_area, floor, image if image is not None else map_image_name(cmap))
     if size is not None:
         table["area_physical"] = table["area_px"] * (size[0] * size[1])
         table["unit"] = np.full(len(table["region"]), unit or "", dtype=object)
@@ -148,6 +157,17 @@ def apply_threshold_arg(cmap: ClassificationMap, threshold) -> ClassificationMap
     if not isinstance(cmap, ClassificationMap):
         raise TilemapInputError(f"expected a ClassificationMap (from predict or open_map), got {type(cmap).__name__}")
     return cmap if threshold is None else cmap.with_threshold(threshold)
+
+
+def peak_score_floor(cmap: ClassificationMap, min_score) -> np.ndarray:
+    """The least peak score a region of each label value (0..255) must reach; -inf: any (always *unknown*)."""
+    from ..maps._threshold import normalize_threshold, threshold_lut
+
+    if min_score is None:
+        return np.full(256, -np.inf)
+    floor = threshold_lut(normalize_threshold(min_score, cmap.class_table, "min_score"))
+    floor[UNKNOWN] = -np.inf
+    return floor
 
 
 def class_values(cmap: ClassificationMap, classes) -> np.ndarray:
@@ -298,7 +318,7 @@ class _Accumulator:
             if hit.any():
                 self.pairs.append(np.stack([la[i][hit], lb[j][hit]], 1) - 1)
 
-    def table(self, min_area: float, image: str) -> RegionTable:
+    def table(self, min_area: float, floor: np.ndarray, image: str) -> RegionTable:
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
@@ -324,7 +344,8 @@ class _Accumulator:
         value[comp] = cols["value"].astype(np.int64)
         pixels = merged["pixels"].round().astype(np.int64)
         order = np.lexsort((merged["first"], value))
-        order = order[pixels[order] >= min_area] if len(order) else order
+        if len(order):
+            order = order[(pixels[order] >= min_area) & (merged["score_max"][order] >= floor[value[order]])]
         g = self.cmap.geometry
         (h, w), s = g.image_shape, g.step
         r0, r1, c0, c1 = (merged[k][order] for k in ("r0", "r1", "c0", "c1"))

@@ -22,6 +22,7 @@ def statistics(
     threshold=None,
     min_area: float = 0,
     *,
+    min_score=None,
     images: Sequence[str] | None = None,
     pixel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
@@ -38,6 +39,8 @@ def statistics(
     min_area : float
         Regions smaller than this many image pixels are not counted in ``regions``
         (cells and areas count every cell).
+    min_score : float or dict, optional
+        Nor are regions whose peak score is below this (see :func:`~._regions.regions`).
     images : sequence of str, optional
         Names of the images; default each map's :func:`~._regions.map_image_name`.
     pixel_size, unit : optional
@@ -67,7 +70,7 @@ def statistics(
     rows: list[tuple] = []
     for i, cmap in enumerate(maps):
         legend = [*zip(cmap.class_table.values, cmap.class_table.names), (UNKNOWN, UNKNOWN_NAME)]
-        scan = scan_regions(cmap, threshold, min_area, classes=[v for v, _ in legend], block_cells=block_cells)
+        scan = scan_regions(cmap, threshold, min_area, min_score=min_score, classes=[v for v, _ in legend], block_cells=block_cells)
         name = images[i] if images is not None else map_image_name(cmap)
         counts = np.bincount(scan.table["class_value"], minlength=256)
         total = int(scan.pixels.sum())

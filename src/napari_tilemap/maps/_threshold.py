@@ -34,7 +34,7 @@ Threshold = float | dict[int, float]
 """A normalised threshold: one float, or a float for every label value of the class table."""
 
 
-def normalize_threshold(threshold, table: ClassTable) -> Threshold:
+def normalize_threshold(threshold, table: ClassTable, what: str = "threshold") -> Threshold:
     """``threshold`` checked and normalised for ``table``.
 
     Parameters
@@ -45,6 +45,8 @@ def normalize_threshold(threshold, table: ClassTable) -> Threshold:
         threshold read back from a store's attributes can be passed again).
     table : ClassTable
         The classes of the map.
+    what : str
+        The parameter's name in error messages (the same form serves ``min_score``).
 
     Returns
     -------
@@ -62,20 +64,20 @@ def normalize_threshold(threshold, table: ClassTable) -> Threshold:
         out = {int(v): 0.0 for v in table.values}
         given: dict[int, object] = {}
         for key, value in threshold.items():
-            v = _class_value(key, table)
+            v = _class_value(key, table, what)
             if v in given:
                 raise TilemapInputError(
-                    f"threshold for class {_describe(v, table)} is given twice (as {given[v]!r} and {key!r})"
+                    f"{what} for class {_describe(v, table)} is given twice (as {given[v]!r} and {key!r})"
                 )
             given[v] = key
-            out[v] = _fraction(value, f"threshold for class {_describe(v, table)}")
+            out[v] = _fraction(value, f"{what} for class {_describe(v, table)}")
         return out
     if isinstance(threshold, (str, bytes)) or not _is_number(threshold):
         raise TilemapInputError(
-            f"threshold must be a number in [0, 1] or a dict {{class name or label value: number}}, "
+            f"{what} must be a number in [0, 1] or a dict {{class name or label value: number}}, "
             f"got {_short(threshold)}"
         )
-    return _fraction(threshold, "threshold")
+    return _fraction(threshold, what)
 
 
 def threshold_to_attr(threshold: Threshold | None):
@@ -304,12 +306,12 @@ def _as_dask(a):
     return da.from_array(a, chunks=chunks)
 
 
-def _class_value(key, table: ClassTable) -> int:
+def _class_value(key, table: ClassTable, what: str = "threshold") -> int:
     if isinstance(key, str):
         matches = [v for n, v in zip(table.names, table.values) if n == key]
         if len(matches) > 1:
             raise TilemapInputError(
-                f"threshold key {key!r} names {len(matches)} classes (values {matches}); key them by label value"
+                f"{what} key {key!r} names {len(matches)} classes (values {matches}); key them by label value"
             )
         if matches:
             return int(matches[0])
@@ -319,9 +321,9 @@ def _class_value(key, table: ClassTable) -> int:
         if int(key) in table.values:
             return int(key)
     else:
-        raise TilemapInputError(f"threshold keys are class names or label values, got {_short(key)}")
+        raise TilemapInputError(f"{what} keys are class names or label values, got {_short(key)}")
     classes = ", ".join(f"{n!r} ({v})" for n, v in zip(table.names, table.values))
-    raise TilemapInputError(f"threshold key {key!r} is not a class name or label value of this map; classes: {classes}")
+    raise TilemapInputError(f"{what} key {key!r} is not a class name or label value of this map; classes: {classes}")
 
 
 def _describe(value: int, table: ClassTable) -> str:
