@@ -166,12 +166,13 @@ def test_min_score_leaves_weak_regions_out_of_the_objects_and_the_suggested_one_
     assert strong.min_scores == (0.0, 0.75) and "left out: class 1 0.75" in strong.summary()
     # F1 when keeping the top 1..4 regions: 2/4, 2/5, 4/6, 4/7 -> keep A, B, C
     cut = result.suggested_min_scores["class 1"]
-    assert 0.6 < cut <= np.float32(0.7) and result.best_object_f1[0] == pytest.approx(2 / 3)
-    assert " 0.6999 " in result.summary()  # never rounded up past the region it must keep
+    assert cut == 0.65 and result.best_object_f1[0] == pytest.approx(2 / 3)  # halfway between C and D
+    assert " 0.65 " in result.summary()
     again = evaluate(cmap, None, truth, min_score={"class 1": cut})
     assert again.predicted_objects[0] == 3 and again.object_f1[0] == pytest.approx(2 / 3)
     assert len(regions(cmap, min_score=cut)["region"]) == 3  # tables and exports keep the same regions
-    assert json.loads(json.dumps(again.to_dict()))["objects"]["per_class"][0]["suggested_min_score"] == cut
+    assert json.loads(json.dumps(result.to_dict()))["objects"]["per_class"][0]["suggested_min_score"] == cut
+    assert again.suggested_min_scores["class 1"] == 0.0  # nothing left to drop
     # against every possible cut of a random case
     cmap, truth = random_case(seed=5, shape=(60, 64))
     result = evaluate(cmap, None, truth)

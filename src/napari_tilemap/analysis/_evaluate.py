@@ -36,8 +36,10 @@ Rules
   them out of tables and exports. Cells are not affected. Because matching is greedy by
   decreasing score, the regions kept match exactly as they do without the others.
 - **Suggested min score** per painted class: the region-score cut that maximises object F1
-  on the pooled precision–recall curve (the lowest such cut when several tie); None when
-  no region is a hit. It is measured on these images: check it on images of its own.
+  on the pooled precision–recall curve (the lowest such cut when several tie), placed
+  halfway between the weakest region kept and the strongest dropped (0 when none is
+  dropped); None when no region is a hit. It is measured on these images: check it on
+  images of its own.
 - **Several images.** Counts are summed and objects pooled (matching stays within each
   image): every figure is over all images.
 """
@@ -577,13 +579,15 @@ class _Tally:
 def best_cut(objects: ObjectMatch) -> tuple[float | None, float]:
     """The peak-score cut with the highest object F1 (the lowest of ties) and that F1.
 
+    The cut lies halfway between the weakest region it keeps and the strongest it drops (0
+    when it drops none), so that it is not tuned to the last digit of these images.
     Returns ``(None, nan)`` when no region is a hit.
 
     Examples
     --------
     >>> m = ObjectMatch(np.array([0.875, 0.75, 0.625, 0.5], np.float32), np.array([True, False, True, False]), 2)
-    >>> best_cut(m)  # keep the top three: P 2/3, R 1
-    (0.625, 0.8)
+    >>> best_cut(m)  # keep the top three: P 2/3, R 1; halfway to the fourth
+    (0.5625, 0.8)
     """
     order = np.argsort(-objects.scores, kind="stable")
     scores = objects.scores[order].astype(np.float64)
@@ -595,15 +599,18 @@ def best_cut(objects: ObjectMatch) -> tuple[float | None, float]:
     last_of_tie = np.r_[scores[1:] < scores[:-1], True]  # a cut keeps every region of an equal score
     f1 = np.where(last_of_tie, f1, -1.0)
     i = int(np.flatnonzero(f1 == f1.max())[-1])
-    return _round_down(float(scores[i]), scores[i + 1] if i + 1 < len(scores) else -np.inf), float(f1[i])
+    if i + 1 == len(scores):
+        return 0.0, float(f1[i])
+    kept, dropped = float(scores[i]), float(scores[i + 1])
+    return _short_cut((kept + dropped) / 2, dropped, kept), float(f1[i])
 
 
-def _round_down(cut: float, below: float) -> float:
-    """``cut`` shortened to 4 decimals where that keeps the same regions (none scoring ``below``)."""
-    for short in (round(cut, 4), math.floor(cut * 1e4) / 1e4):
-        if below < short <= cut:
+def _short_cut(cut: float, dropped: float, kept: float) -> float:
+    """``cut`` written with at most 4 decimals where that still drops ``dropped`` and keeps ``kept``."""
+    for short in (round(cut, 4), math.floor(kept * 1e4) / 1e4):
+        if dropped < short <= kept:
             return short
-    return cut
+    return (dropped + kept) / 2 if dropped < (dropped + kept) / 2 <= kept else kept
 
 
 def _predict(model, source: ImageSource, block_size: int, device: str, stack: contextlib.ExitStack, report,
