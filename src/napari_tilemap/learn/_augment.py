@@ -135,9 +135,9 @@ def random_geometry(x: torch.Tensor, t: int, shift: bool, rotate: bool, gen: tor
     """The T×T tile of each window, shifted and/or rotated at random within the window's margin.
 
     Shifts are up to T/16 pixels along each axis (and up to ``shift_limit[i]`` for tile i).
-    Without rotation the tile is an exact crop at a whole-pixel offset. With rotation, the angle is drawn from [-45°, 45°],
-    limited so that the turned tile stays inside the window less the room kept for shifts; pixels
-    are interpolated bilinearly.
+    Without rotation the tile is an exact crop at a whole-pixel offset. With rotation, the angle
+    is drawn from [-45°, 45°], limited so that the turned tile stays inside the window less the room
+    kept for shifts; pixels are interpolated bilinearly.
     """
     n, w = x.shape[0], x.shape[-1]
     m = (w - t) // 2

@@ -339,12 +339,14 @@ def train(
         Fields of :class:`TrainConfig`: ``preset`` ({'small', 'medium', 'large'}),
         ``epochs`` (20), ``batch_size``, ``lr``, ``weight_decay``, ``val_fraction``,
         ``patience``, ``augment`` (names from :data:`AUGMENTATIONS`; True = the default for the tiles:
-        :data:`DEFAULT_AUGMENT` with a background class, ``intensity`` added without; False = none), ``samples_per_epoch`` (None: the number of training tiles within
-        [1024, 2048]), ``device`` ('auto'), ``seed`` (0), ``loss`` ({'softmax', 'sigmoid'},
-        'softmax'; 'sigmoid' trains one-vs-rest so that tiles unlike every class score low for all
-        of them), ``hard_negative_rounds`` (0; needs ``background='unpainted'`` tiles from
-        :func:`extract_tiles`), ``hard_negative_score`` (0.5), ``prior`` ({'tiles', 'balanced'}, 'tiles':
-        scores at the classes' shares of the tiles rather than the balanced draws of training).
+        :data:`DEFAULT_AUGMENT` with a background class, ``intensity`` added without; False = none),
+        ``samples_per_epoch`` (None: the number of training tiles within [1024, 2048]), ``device``
+        ('auto'), ``seed`` (0), ``loss`` ({'softmax', 'sigmoid'}, 'softmax'; 'sigmoid' trains
+        one-vs-rest so that tiles unlike every class score low for all of them),
+        ``hard_negative_rounds`` (0; needs ``background='unpainted'`` tiles from
+        :func:`extract_tiles`), ``hard_negative_score`` (0.5), ``prior`` ({'tiles', 'balanced'},
+        'balanced'; 'tiles': scores at the classes' shares of the tiles rather than the balanced
+        draws of training).
 
     Returns
     -------
