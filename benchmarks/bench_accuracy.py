@@ -225,7 +225,8 @@ def run_demo(args) -> None:
         SUMMARY[f"demo {ev.class_names[k]} map area / truth"].append(pred / max(true, 1))
         print(f"  {ev.class_names[k]:10s} map area {pred:5d} cells / truth {true:5d} cells = {pred / max(true, 1):4.2f}x;"
               f" object P {fmt(ev.object_precision[j])} R {fmt(ev.object_recall[j])} F1 {fmt(ev.object_f1[j])};"
-              f" at suggested min score {fmt(ev.suggested_min_scores[ev.class_names[k]])}: F1 {fmt(ev.best_object_f1[j])}")
+              f" at suggested min score {fmt(ev.suggested_min_scores[ev.class_names[k]])}:"
+              f" F1 {fmt(ev.best_object_f1[j])}")
 
 
 def main() -> None:

@@ -75,8 +75,8 @@ class ResultsPanel(Container):
         self.overwrite = CheckBox(text="replace an existing file", value=False)
         self.export_button = PushButton(text="Export")
         super().__init__(widgets=[
-            self.map_layer, self.threshold, self.min_area, self.min_score, self.show, self.status, self.stats, self.table,
-            self.format, self.out, self.overwrite, self.export_button,
+            self.map_layer, self.threshold, self.min_area, self.min_score, self.show, self.status, self.stats,
+            self.table, self.format, self.out, self.overwrite, self.export_button,
         ])
         self.map_layer.tooltip = "A map layer made by Predict or opened from a map store"
         self.threshold.tooltip = "Cells whose best score is below this are 'unknown' and in no region (0: none)"

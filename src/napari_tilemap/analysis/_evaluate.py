@@ -64,6 +64,7 @@ from ..io._sources import ImageSource, open_image
 from ..maps._blockrun import block_grid
 from ..maps._mapstore import ClassificationMap
 from ._objects import ObjectMatch, average_precision, match_objects
+from ._regions import peak_score_floor
 
 SCORE_BINS = 50
 """Bins of the score histograms, on [0, 1]."""
@@ -264,8 +265,8 @@ class Evaluation:
                            [[n, *(str(v) for v in row[: len(columns)])] for n, row in zip(names, self.confusion)])
         objects = _table(
             ["class", "truth", "predicted", "hits", "precision", "recall", "f1", "AP", "min score*", "f1 at it"],
-            [[n, str(a), str(b), str(c), _fmt(p), _fmt(r), _fmt(f), _fmt(ap), _fmt_cut(self.suggested_min_scores.get(n)),
-              _fmt(best)]
+            [[n, str(a), str(b), str(c), _fmt(p), _fmt(r), _fmt(f), _fmt(ap),
+              _fmt_cut(self.suggested_min_scores.get(n)), _fmt(best)]
              for n, a, b, c, p, r, f, ap, best in zip(
                  self.object_class_names, self.truth_objects, self.predicted_objects, self.true_positives,
                  self.object_precision, self.object_recall, self.object_f1, self.average_precision,
@@ -389,7 +390,7 @@ def evaluate(
         raise TilemapInputError(f"got {len(image_list)} image(s) but {len(truths)} truth image(s); "
                                 "give one truth per image")
     thresholds = _thresholds(threshold, table)
-    floors = _min_scores(min_score, table)
+    floors = peak_score_floor(table, min_score)[list(table.values)]
     tally = _Tally(table, unlabelled, thresholds, int(distance), floors)
     for n, (image, truth_spec) in enumerate(zip(image_list, truths)):
         label = f"truth {n + 1} of {len(truths)}" if len(truths) > 1 else "the truth"
@@ -694,15 +695,6 @@ def _thresholds(threshold, table: ClassTable) -> np.ndarray:
                 raise TilemapInputError(f"threshold key {key!r} is not a class name or label value; classes: {known}")
         return out
     return np.full(k, _unit(threshold, "threshold"))
-
-
-def _min_scores(min_score, table: ClassTable) -> np.ndarray:
-    """The least peak score a region of each class (table order) needs; -inf where none."""
-    from ..maps._threshold import normalize_threshold, threshold_lut
-
-    if min_score is None:
-        return np.full(len(table), -np.inf)
-    return threshold_lut(normalize_threshold(min_score, table, "min_score"))[list(table.values)]
 
 
 def _unit(value, what: str) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._classes import UNKNOWN, UNKNOWN_NAME
+from .._classes import UNKNOWN, UNKNOWN_NAME, ClassTable
 from .._errors import TilemapInputError
 from ..maps._mapstore import ClassificationMap
 
@@ -138,7 +138,7 @@ def scan_regions(
     """:func:`regions` and the area of every value, in one pass over the map (same parameters)."""
     cm = apply_threshold_arg(cmap, threshold)
     min_area = _non_negative(min_area, "min_area")
-    floor = peak_score_floor(cm, min_score)
+    floor = peak_score_floor(cm.class_table, min_score)
     size = _pixel_size(pixel_size)
     if isinstance(block_cells, bool) or not isinstance(block_cells, (int, np.integer)) or block_cells < 1:
         raise TilemapInputError(f"block_cells must be a positive number of cells, got {block_cells!r}")
@@ -159,13 +159,13 @@ def apply_threshold_arg(cmap: ClassificationMap, threshold) -> ClassificationMap
     return cmap if threshold is None else cmap.with_threshold(threshold)
 
 
-def peak_score_floor(cmap: ClassificationMap, min_score) -> np.ndarray:
+def peak_score_floor(table: ClassTable, min_score) -> np.ndarray:
     """The least peak score a region of each label value (0..255) must reach; -inf: any (always *unknown*)."""
     from ..maps._threshold import normalize_threshold, threshold_lut
 
     if min_score is None:
         return np.full(256, -np.inf)
-    floor = threshold_lut(normalize_threshold(min_score, cmap.class_table, "min_score"))
+    floor = threshold_lut(normalize_threshold(min_score, table, "min_score"))
     floor[UNKNOWN] = -np.inf
     return floor
 

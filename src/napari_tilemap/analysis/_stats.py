@@ -70,7 +70,8 @@ def statistics(
     rows: list[tuple] = []
     for i, cmap in enumerate(maps):
         legend = [*zip(cmap.class_table.values, cmap.class_table.names), (UNKNOWN, UNKNOWN_NAME)]
-        scan = scan_regions(cmap, threshold, min_area, min_score=min_score, classes=[v for v, _ in legend], block_cells=block_cells)
+        scan = scan_regions(cmap, threshold, min_area, min_score=min_score, classes=[v for v, _ in legend],
+                            block_cells=block_cells)
         name = images[i] if images is not None else map_image_name(cmap)
         counts = np.bincount(scan.table["class_value"], minlength=256)
         total = int(scan.pixels.sum())

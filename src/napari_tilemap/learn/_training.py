@@ -468,18 +468,7 @@ def _evaluate(net, x, y, device, amp, k: int, loss_fn=None,
 def painted_centre_blocks(tiles, step: int) -> np.ndarray:
     """(N,) bool: background tiles whose centre block, the S×S block a map cell of step S stands
     for, holds a painted pixel. A map would not call such a cell background, so neither does training."""
-    out = np.zeros(len(tiles), bool)
-    if tiles.sources is None or not tiles.class_table.has_background:
-        return out
-    corner = tiles.centers - step // 2
-    for i, lab in enumerate(tiles.sources[1]):
-        sel = np.flatnonzero((tiles.classes == 0) & (tiles.image_index == i))
-        if len(sel):
-            block_sums = _window_sum(lab > 0, step)
-            y = np.clip(corner[sel, 0], 0, block_sums.shape[0] - 1)
-            x = np.clip(corner[sel, 1], 0, block_sums.shape[1] - 1)
-            out[sel] = block_sums[y, x] > 0
-    return out
+    return _at_background_centres(tiles, lambda lab: _window_sum(lab > 0, step) > 0, np.False_, step // 2)
 
 
 def shift_room(tiles, step: int) -> np.ndarray:
@@ -489,17 +478,27 @@ def shift_room(tiles, step: int) -> np.ndarray:
     tile may move as far as ``shift`` allows (T/16, at most S/2 at the presets' smallest tiles)."""
     from scipy import ndimage as ndi
 
-    room = np.full(len(tiles), np.iinfo(np.int32).max, np.int64)
+    def room(lab: np.ndarray) -> np.ndarray:
+        return np.maximum(ndi.distance_transform_cdt(lab == 0, metric="chessboard") - step // 2 - 1, 0)
+
+    return _at_background_centres(tiles, room, np.int64(np.iinfo(np.int32).max))
+
+
+def _at_background_centres(tiles, per_image, fill, offset: int = 0) -> np.ndarray:
+    """(N,): for each background tile, ``per_image(labels)`` of its image read at the tile's centre
+    pixel less ``offset`` (clipped to the array); ``fill`` for the other tiles and for images
+    without paint."""
+    out = np.full(len(tiles), fill)
     if tiles.sources is None or not tiles.class_table.has_background:
-        return room
+        return out
     for i, lab in enumerate(tiles.sources[1]):
         sel = np.flatnonzero((tiles.classes == 0) & (tiles.image_index == i))
         if len(sel) and (lab > 0).any():
-            dist = ndi.distance_transform_cdt(lab == 0, metric="chessboard")
-            y = np.clip(tiles.centers[sel, 0], 0, lab.shape[0] - 1)
-            x = np.clip(tiles.centers[sel, 1], 0, lab.shape[1] - 1)
-            room[sel] = np.maximum(dist[y, x] - step // 2 - 1, 0)
-    return room
+            grid = per_image(lab)
+            y = np.clip(tiles.centers[sel, 0] - offset, 0, grid.shape[0] - 1)
+            x = np.clip(tiles.centers[sel, 1] - offset, 0, grid.shape[1] - 1)
+            out[sel] = grid[y, x]
+    return out
 
 
 def split_tiles(tiles, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
