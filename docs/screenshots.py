@@ -77,6 +77,7 @@ def main() -> None:
 
     w.results.map_layer.value = viewer.layers["surface map classes"]
     w.results.threshold.value = 0.5
+    w.results.min_score.value = 0.95  # weak regions (false alarms on the texture) left out whole
     w.results.show.clicked()
     wait(w.results)
     w.results.out.value = HERE / "regions.geojson"
