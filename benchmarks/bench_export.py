@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-TASKS = ("base", "regions", "statistics", "geojson", "coco", "csv", "tiff")
+TASKS = ("base", "regions", "statistics", "geojson", "coco", "csv", "tiff", "min_score", "write_min_score")
+"""``min_score``: the regions with a min peak score of 0.9 (the map's rule, then the table);
+``write_min_score``: that rule written into the store (last: it changes the store)."""
 
 
 def build_store(path: Path, size: int, step: int, chunk: int = 64, seed: int = 0) -> None:
@@ -81,6 +83,15 @@ def measure(task: str, store: Path, folder: Path, traced: bool = False) -> dict:
     info = ""
     if task == "regions":
         info = f"{len(cmap.regions()['region'])} regions"
+    elif task == "min_score":
+        info = f"{len(cmap.regions(min_score=0.9)['region'])} regions reach 0.9"
+    elif task == "write_min_score":
+        from napari_tilemap.maps._threshold import clear_threshold, write_threshold
+
+        written = write_threshold(store, min_score=0.9)
+        info = f"{int((np.asarray(written.classes[:512]) == 255).sum())} unknown cells in the first 512 rows"
+        if traced:
+            clear_threshold(store)
     elif task == "statistics":
         cmap.statistics()
     elif task != "base":
@@ -111,10 +122,10 @@ def main() -> None:
         side = -(-args.size // args.step)
         print(f"image {args.size} x {args.size} px ({args.size**2 / 1e9:.2f} Gpx), step {args.step}: "
               f"map {side} x {side} cells, store built in {time.perf_counter() - t0:.1f} s")
-        print(f"{'task':<11} {'seconds':>8} {'peak RSS MiB':>13} {'traced peak MiB':>16}  notes")
+        print(f"{'task':<15} {'seconds':>8} {'peak RSS MiB':>13} {'traced peak MiB':>16}  notes")
         for task in TASKS:
             r, t = (_child(task, store, folder, traced) for traced in (False, True))
-            print(f"{r['task']:<11} {r['seconds']:>8.2f} {r['peak_mib']:>13.0f} {t['traced_mib']:>16.1f}  {r['info']}",
+            print(f"{r['task']:<15} {r['seconds']:>8.2f} {r['peak_mib']:>13.0f} {t['traced_mib']:>16.1f}  {r['info']}",
                   flush=True)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_tilemap import load_model, open_map
+from napari_tilemap import ClassificationMap, load_model, open_map
 from napari_tilemap.cli import main
 
 
@@ -131,3 +131,15 @@ def test_predict_with_a_threshold_records_unknown_cells_beside_the_best_classes(
     assert f"{int((expected == 255).sum())} of {expected.size} cells unknown" in capsys.readouterr().out
     _fails_with_one_line([*base, "--threshold", "pit=high"], capsys, "is not a threshold")
     _fails_with_one_line([*base, "--threshold", "1.5"], capsys, "threshold")
+
+    # a min score makes weak regions unknown on top of the threshold, recorded in the store
+    assert main([*base, "--threshold", "0.4", "--min-score", "class 2=0.6"]) == 0
+    cmap = open_map(tmp_path / "m.zarr")
+    assert cmap.threshold == 0.4 and cmap.min_score == {0: 0.0, 1: 0.0, 2: 0.6}
+    memory = ClassificationMap(scores, best, cmap.geometry, cmap.class_table)
+    expected = np.asarray(memory.with_threshold(0.4).with_min_score({"class 2": 0.6}).classes)
+    np.testing.assert_array_equal(np.asarray(cmap.classes), expected)
+    assert "threshold 0.4, min score" in capsys.readouterr().out
+    out = tmp_path / "fresh.zarr"  # a bad min score fails before any work: no store is left behind
+    _fails_with_one_line([*base[:4], str(out), "--min-score", "crack=0.5"], capsys, "min_score key 'crack'")
+    assert not out.exists()

@@ -162,7 +162,15 @@ def test_min_score_leaves_weak_regions_out_of_the_objects_and_the_suggested_one_
     result = evaluate(cmap, None, truth)
     strong = evaluate(cmap, None, truth, min_score=0.75)  # only A (hit) and B (miss) are left
     assert (strong.predicted_objects[0], strong.true_positives[0], strong.truth_objects[0]) == (2, 1, 3)
-    np.testing.assert_array_equal(strong.confusion, result.confusion)  # cells are not affected
+    # the cells of C and D (3 background cells) become unknown, as on the map with that min score
+    np.testing.assert_array_equal(result.confusion, [[70, 4, 0], [2, 4, 0]])
+    np.testing.assert_array_equal(strong.confusion, [[70, 1, 3], [2, 4, 0]])
+    np.testing.assert_array_equal(strong.average_precision, result.average_precision)  # of every region
+    ruled = evaluate(cmap.with_min_score(0.75), None, truth)  # a map is judged with its own min score
+    np.testing.assert_array_equal(ruled.confusion, strong.confusion)
+    assert ruled.min_scores == strong.min_scores and ruled.object_f1[0] == strong.object_f1[0]
+    with pytest.raises(TilemapInputError, match="different min_scores"):
+        evaluate([cmap, cmap.with_min_score(0.75)], None, [truth, truth])
     assert strong.min_scores == (0.0, 0.75) and "left out: class 1 0.75" in strong.summary()
     # F1 when keeping the top 1..4 regions: 2/4, 2/5, 4/6, 4/7 -> keep A, B, C
     cut = result.suggested_min_scores["class 1"]
@@ -172,7 +180,7 @@ def test_min_score_leaves_weak_regions_out_of_the_objects_and_the_suggested_one_
     assert again.predicted_objects[0] == 3 and again.object_f1[0] == pytest.approx(2 / 3)
     assert len(regions(cmap, min_score=cut)["region"]) == 3  # tables and exports keep the same regions
     assert json.loads(json.dumps(result.to_dict()))["objects"]["per_class"][0]["suggested_min_score"] == cut
-    assert again.suggested_min_scores["class 1"] == 0.0  # nothing left to drop
+    assert again.suggested_min_scores["class 1"] == cut  # suggested from every region, whatever is applied
     # against every possible cut of a random case
     cmap, truth = random_case(seed=5, shape=(60, 64))
     result = evaluate(cmap, None, truth)

@@ -113,13 +113,17 @@ def test_min_score_drops_weak_regions_whole_and_keeps_strong_ones_at_full_size(t
     # per class: scratches need more than any of them has, pits nothing
     pits_only = regions(cmap, min_score={"scratch": 1.0})
     np.testing.assert_array_equal(pits_only["first_row"], every["first_row"][every["class_value"] == 1])
-    # unknown regions are never dropped by it; statistics count only the kept regions
-    assert len(regions(cmap, classes=["unknown"], min_score=1.0)["region"]) == 1
+    # the weak regions' cells become unknown, and the statistics count them there
+    ruled = np.asarray(cmap.with_min_score(cut).classes)
+    before = np.asarray(cmap.classes)
+    assert (ruled == UNKNOWN).sum() == (before == UNKNOWN).sum() + every["cells"][~keep].sum()
+    np.testing.assert_array_equal(ruled[ruled != UNKNOWN], before[ruled != UNKNOWN])
     stats = statistics(cmap, min_score=cut)
-    for value in (1, 2):
+    for value in (1, 2, UNKNOWN):
         row = stats["class_value"].tolist().index(value)
-        assert stats["regions"][row] == (strong["class_value"] == value).sum()
-        assert stats["cells"][row] == (np.asarray(cmap.classes) == value).sum()  # cells are not filtered
+        assert stats["cells"][row] == (ruled == value).sum()
+        if value != UNKNOWN:
+            assert stats["regions"][row] == (strong["class_value"] == value).sum()
     # a stored map read block by block gives the same rows
     stored = write_store(tmp_path / "m.zarr", cmap, chunk=5)
     np.testing.assert_array_equal(regions(stored, min_score=cut, block_cells=5)["first_row"], strong["first_row"])

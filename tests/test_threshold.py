@@ -236,7 +236,7 @@ def test_old_stores_and_interrupted_or_refused_writes(tmp_path, monkeypatch):
 
     write_threshold(path, 0.5)
 
-    def crash(*args):
+    def crash(*args, **kwargs):
         raise MemoryError("killed while writing classes_unknown")
 
     monkeypatch.setattr(threshold_module, "apply_threshold", crash)

@@ -63,7 +63,8 @@ def map_layer_data(
     The layers are aligned with an image layer of ``image_scale`` and ``image_translate``
     (docs/design.md: scale = image_scale·S, translate = image_translate + image_scale·offset).
     Maps in a store with a pyramid come as multiscale layers backed by the store. A
-    thresholded map draws value 255 in the unknown colour and names it ``"unknown"``.
+    map with a threshold or a min score draws value 255 in the unknown colour and names it
+    ``"unknown"``.
 
     Parameters
     ----------
@@ -79,7 +80,7 @@ def map_layer_data(
     table = cmap.class_table
     multiscale = len(classes) > 1
     common = {"scale": scale, "translate": translate}
-    kw = labels_kwargs(table, unknown=cmap.threshold is not None)
+    kw = labels_kwargs(table, unknown=cmap.rejects)
     kw["metadata"] = {**kw["metadata"], MAP_KEY: cmap.attrs(), "tilemap_path": str(cmap.path or "")}
     layers = [(classes if multiscale else classes[0],
                {"name": f"{name} classes", "opacity": 0.6, "multiscale": multiscale, **kw, **common}, "labels")]
@@ -126,7 +127,7 @@ def _levels(cmap: ClassificationMap):
     if cmap.path is not None:
         from .maps._mapstore import pyramid_levels
 
-        return pyramid_levels(cmap.path, threshold=cmap.threshold)
+        return pyramid_levels(cmap.path, threshold=cmap.threshold, min_score=cmap.min_score)
     return [cmap.classes], [cmap.scores]
 
 

@@ -99,8 +99,9 @@ def _environment_message(err: Exception, command: str) -> str:
 
 THRESHOLD_HELP = ("reject threshold: cells whose best score is below it are 'unknown' (255); one value in 0..1 "
                   "or one per class, as NAME=T,NAME=T (default: none)")
-MIN_SCORE_HELP = ("leave out regions whose peak score is below this, keeping confident regions whole; one value "
-                  "in 0..1 or one per class, as NAME=S,NAME=S ('tilemap evaluate' suggests one; default: none)")
+MIN_SCORE_HELP = ("regions whose peak score is below this become 'unknown' (255), whole, and are left out; "
+                  "confident regions keep every cell; one value in 0..1 or one per class, as NAME=S,NAME=S "
+                  "('tilemap evaluate' suggests one; default: none)")
 
 
 AUGMENT_NAMES = ("flip", "rot90", "rotate", "shift", "intensity", "noise", "blur")
@@ -225,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--float16", action="store_true", help="store scores as float16 (half the disk)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing, different map store")
     r.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
+    r.add_argument("--min-score", type=_threshold_arg, default=None, metavar="S", help=MIN_SCORE_HELP)
     r.set_defaults(run=_predict)
 
     e = _subparser(sub, "evaluate", "measure a model against labelled images: cells, objects, scores")
@@ -234,8 +236,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="truth value 0 is background (a full ground truth) or is ignored (sparse painting)")
     e.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
     e.add_argument("--min-score", type=_threshold_arg, default=None, metavar="S",
-                   help="judge only regions whose peak score reaches this, as 'tilemap export --min-score' keeps "
-                        "them; one value in 0..1 or NAME=S,NAME=S (default: none)")
+                   help="regions whose peak score is below this are 'unknown', as 'tilemap predict --min-score' "
+                        "makes them; one value in 0..1 or NAME=S,NAME=S (default: none)")
     e.add_argument("--report", default=None, metavar="DIR",
                    help="write evaluation.json and pictures (confusion, score histograms, precision-recall) here "
                         "(default: none)")
@@ -451,6 +453,11 @@ def _predict(args) -> int:
     else:
         targets = _batch_targets(args.images, out)
     model = load_model(args.model)
+    from .maps._threshold import normalize_threshold
+
+    for value, what in ((args.threshold, "threshold"), (args.min_score, "min_score")):
+        if value is not None:  # a bad value fails before any work
+            normalize_threshold(value, model.class_table, what)
     if len(args.images) > 1:
         out.mkdir(exist_ok=True)
     done: list[str] = []
@@ -461,13 +468,15 @@ def _predict(args) -> int:
             model, image, store, block_size=args.chunk, device=args.device, overwrite=args.overwrite,
             workers=args.workers, scheduler=args.scheduler, scores_dtype="float16" if args.float16 else "float32",
         )
-        if args.threshold is not None:
+        if args.threshold is not None or args.min_score is not None:
             from .maps._threshold import write_threshold
 
-            cmap = write_threshold(store, args.threshold)
+            cmap = write_threshold(store, args.threshold, min_score=args.min_score)
             rows = range(0, cmap.shape[0], 1024)  # counted in strips: the map may not fit in memory
             unknown = sum(int((np.asarray(cmap.classes[r : r + 1024]) == UNKNOWN).sum()) for r in rows)
-            print(f"threshold {args.threshold}: {unknown} of {cmap.shape[0] * cmap.shape[1]} cells unknown")
+            given = (("threshold", args.threshold), ("min score", args.min_score))
+            rules = ", ".join(f"{what} {value}" for what, value in given if value is not None)
+            print(f"{rules}: {unknown} of {cmap.shape[0] * cmap.shape[1]} cells unknown")
         print(f"wrote {store}: map of {cmap.shape[0]}x{cmap.shape[1]} cells, step {cmap.step}")
         done.append(str(store))
     return 0

@@ -73,4 +73,24 @@ def test_the_threshold_slider_recolours_the_map_from_its_scores(dock, qtbot, sma
     assert "unknown" in list(layer.features["class"])
     w.prediction.threshold.value = 0.0
     np.testing.assert_array_equal(np.asarray(layer.data), best)
+
+    # the min peak score makes weak regions of the thresholded map unknown whole, on the layer and the session's map
+    from skimage.measure import label
+
+    w.prediction.threshold.value = t
+    cut = np.asarray(layer.data).copy()
+    masks = [regions == r for k in np.unique(cut[(cut > 0) & (cut != UNKNOWN)])
+             for regions in [label(cut == k, connectivity=2)] for r in range(1, regions.max() + 1)]
+    peaks = np.array([scores.max(0)[mask].max() for mask in masks])
+    w.prediction.min_score.value = float(np.ceil(np.median(peaks) * 100) / 100)  # the slider steps by 0.01
+    m = w.prediction.min_score.value
+    expected = cut.copy()
+    for mask in [mask for mask, peak in zip(masks, peaks) if peak < m]:
+        expected[mask] = UNKNOWN
+    assert 0 < (peaks < m).sum() < len(peaks)
+    np.testing.assert_array_equal(np.asarray(layer.data), expected)
+    assert w.session.map.min_score == m and w.session.map.threshold == t
+    w.prediction.threshold.value = 0.0
+    w.prediction.min_score.value = 0.0
+    np.testing.assert_array_equal(np.asarray(layer.data), best)
     assert not notifications["error"], notifications

@@ -70,14 +70,18 @@ class PredictPanel(Container):
         self.threshold = FloatSlider(label="reject threshold", value=0.0, min=0.0, max=1.0, step=0.01)
         self.threshold.tooltip = ("Cells whose best score is below this are shown as 'unknown' (grey), without "
                                   "running the network again; 0 shows every cell's best class")
+        self.min_score = FloatSlider(label="min peak score", value=0.0, min=0.0, max=1.0, step=0.01, tracking=False)
+        self.min_score.tooltip = ("Regions whose highest score is below this are shown as 'unknown' (grey), whole; "
+                                  "confident regions keep every cell. 'Evaluate' suggests one; 0: none")
         super().__init__(widgets=[self.image, self.region, self.block_size, self.device, self.contours, self.out,
-                                  self.predict, self.stop, self.status, self.threshold])
+                                  self.predict, self.stop, self.status, self.threshold, self.min_score])
         self.worker = None
         self.layers: list = []
         self._bar = None
         self.predict.clicked.connect(self.start)
         self.stop.clicked.connect(self.request_stop)
         self.threshold.changed.connect(self.apply_threshold)
+        self.min_score.changed.connect(self.apply_threshold)
 
     def params(self) -> PredictParams:
         out = str(self.out.value) if str(self.out.value) not in ("", ".") else None
@@ -168,21 +172,24 @@ class PredictPanel(Container):
         for layer in self.layers:
             layer.refresh()
         self.status.value = f"Map of {cmap.shape[0]}x{cmap.shape[1]} cells (step {cmap.step})"
-        if self.threshold.value > 0:
+        if self.threshold.value > 0 or self.min_score.value > 0:
             self.apply_threshold()
 
     def apply_threshold(self, _=None) -> None:
-        """Re-colour the map's classes layer from its scores: cells below the threshold become unknown."""
+        """Re-colour the map's classes layer from its scores: cells below the threshold, and regions
+        below the min peak score, become unknown."""
         cmap = self._result
         if cmap is None or not self.layers:
             return
-        t = float(self.threshold.value)
+        t, m = float(self.threshold.value), float(self.min_score.value)
         try:
-            shown = cmap.with_threshold(t) if t > 0 else cmap.without_threshold()
+            shown = cmap.without_threshold()
+            shown = shown.with_threshold(t) if t > 0 else shown
+            shown = shown.with_min_score(m) if m > 0 else shown
         except ValueError as err:
             _notify.error(f"Threshold: {err}")
             return
-        kwargs = labels_kwargs(cmap.class_table, unknown=t > 0)
+        kwargs = labels_kwargs(cmap.class_table, unknown=shown.rejects)
         layer = self.layers[0]
         layer.data = shown.classes
         layer.colormap = kwargs["colormap"]

@@ -330,11 +330,13 @@ def evaluate(
     threshold : float or dict, optional
         Cells whose best score is below the threshold of their predicted class are
         ``unknown``. A dict maps class names or label values to thresholds; classes not in
-        it have none.
+        it have none. Maps are judged with their own threshold unless one is given.
     min_score : float or dict, optional
         Predicted regions whose peak score is below this (a float, or a dict like
-        ``threshold``) are left out of the object figures, as ``regions(min_score=...)``
-        leaves them out of tables and exports.
+        ``threshold``) are *unknown*, as in ``ClassificationMap.with_min_score``: left out of
+        the object figures and counted as unknown cells. The average precision, PR curves and
+        suggested min scores are those of every region. Maps are judged with their own
+        min score unless one is given.
     distance : int, optional
         Largest gap in cells between matching objects (default 1 cell, ``step`` pixels).
     target_precision : float
@@ -389,6 +391,9 @@ def evaluate(
     if len(image_list) != len(truths):
         raise TilemapInputError(f"got {len(image_list)} image(s) but {len(truths)} truth image(s); "
                                 "give one truth per image")
+    if maps is not None:  # maps are judged as they are, unless told otherwise
+        threshold, min_score = (_recorded(value, maps, what) for value, what in
+                                ((threshold, "threshold"), (min_score, "min_score")))
     thresholds = _thresholds(threshold, table)
     floors = peak_score_floor(table, min_score)[list(table.values)]
     tally = _Tally(table, unlabelled, thresholds, int(distance), floors)
@@ -504,12 +509,10 @@ class _Tally:
             scores = np.asarray(cmap.scores[:, r, c], np.float32)
             truth = centre[r, c].astype(np.int64)
             top, score = scores.argmax(0), scores.max(0)
-            column = np.where(score < self.thresholds[top], k, top)
-            predicted[r, c] = np.where(column == k, _UNKNOWN, column)
+            predicted[r, c] = np.where(score < self.thresholds[top], _UNKNOWN, top)
             best[r, c] = score
             v = truth >= 0
-            t, top, column, score, scores = truth[v], top[v], column[v], score[v], scores[:, v]
-            self.confusion += np.bincount(t * (k + 1) + column, minlength=k * (k + 1)).reshape(k, k + 1)
+            t, top, score, scores = truth[v], top[v], score[v], scores[:, v]
             bins = np.minimum((scores * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
             flat = (t[None] * k + np.arange(k)[:, None]) * SCORE_BINS + bins
             self.histograms += np.bincount(flat.ravel(), minlength=k * k * SCORE_BINS).reshape(k, k, SCORE_BINS)
@@ -520,9 +523,12 @@ class _Tally:
             progress(done, len(blocks))
         keep = presence.any(0) if self.unlabelled == "ignore" else None
         for p, cls in enumerate(self.painted):
-            found = match_objects(predicted == cls, best, presence[p], self.distance, keep)
-            strong = found.scores >= self.floors[cls]
-            self.objects[p].append(ObjectMatch(found.scores[strong], found.matched[strong], found.truth_objects))
+            self.objects[p].append(match_objects(predicted == cls, best, presence[p], self.distance, keep))
+        _drop_weak_regions(predicted, best, self.floors, self.painted)
+        v = centre >= 0
+        column = np.where(predicted[v] == _UNKNOWN, k, predicted[v]).astype(np.int64)
+        self.confusion += np.bincount(centre[v].astype(np.int64) * (k + 1) + column,
+                                      minlength=k * (k + 1)).reshape(k, k + 1)
 
     def result(self, target_precision: float, images: int) -> Evaluation:
         table, confusion = self.table, self.confusion
@@ -541,6 +547,7 @@ class _Tally:
             aps.append(ap)
             curves.append((r, p))
             cuts.append(best_cut(m))
+        pooled = [m.at_least(self.floors[cls]) for m, cls in zip(pooled, self.painted)]
         tp = np.array([m.true_positives for m in pooled], np.int64)
         n_truth = np.array([m.truth_objects for m in pooled], np.int64)
         n_pred = np.array([m.predicted_objects for m in pooled], np.int64)
@@ -575,6 +582,22 @@ class _Tally:
             reached = np.flatnonzero((n > 0) & (ok >= target * n))
             out.append(float(reached[0] / THRESHOLD_GRID) if reached.size else None)
         return out
+
+
+def _drop_weak_regions(predicted: np.ndarray, best: np.ndarray, floors: np.ndarray, painted: list[int]) -> None:
+    """Set the cells of every region of ``predicted`` (class indices) whose peak ``best`` score is
+    below its class's floor to unknown, in place: the min score rule of ``ClassificationMap.with_min_score``."""
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+
+    for cls in painted:
+        if not np.isfinite(floors[cls]):
+            continue
+        regions = label(predicted == cls, connectivity=2)
+        n = int(regions.max())
+        if n:
+            peak = np.asarray(ndi.maximum(best, regions, np.arange(1, n + 1)), np.float64).reshape(n)
+            predicted[np.r_[False, peak < floors[cls]][regions]] = _UNKNOWN
 
 
 def best_cut(objects: ObjectMatch) -> tuple[float | None, float]:
@@ -676,6 +699,16 @@ def _check_map(cmap: ClassificationMap) -> None:
     expected = (len(cmap.class_table), *cmap.shape)
     if tuple(cmap.scores.shape) != expected:
         raise TilemapInputError(f"the map's scores have shape {tuple(cmap.scores.shape)}, expected {expected}")
+
+
+def _recorded(value, maps: list[ClassificationMap], what: str):
+    """``value``, or when None the ``threshold`` or ``min_score`` (``what``) all ``maps`` record."""
+    if value is not None:
+        return value
+    recorded = [getattr(m, what) for m in maps]
+    if any(r != recorded[0] for r in recorded[1:]):
+        raise TilemapInputError(f"the maps have different {what}s; pass {what}= to judge them all by one")
+    return recorded[0]
 
 
 def _thresholds(threshold, table: ClassTable) -> np.ndarray:

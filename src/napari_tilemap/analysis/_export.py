@@ -21,7 +21,7 @@ from ..maps._mapstore import ClassificationMap
 from ._regions import (
     BLOCK_CELLS,
     RegionTable,
-    apply_threshold_arg,
+    apply_rules,
     map_image_name,
     regions,
 )
@@ -92,8 +92,8 @@ def export(
     min_area : float
         Regions smaller than this many image pixels are left out (not for ``tiff``).
     min_score : float or dict, optional
-        Regions whose peak score is below this are left out (not for ``tiff``; see
-        :func:`~._regions.regions`).
+        Regions whose peak score is below this are *unknown*: left out of the regions, 255
+        in the ``tiff`` (see :meth:`ClassificationMap.with_min_score`).
     classes : sequence of int or str, optional
         Classes whose regions are exported; default every class but background.
     overwrite : bool
@@ -123,7 +123,7 @@ def export(
     path = Path(path)
     fmt = format_for(path, format)
     check_output(path, overwrite)
-    cm = apply_threshold_arg(cmap, threshold)
+    cm = apply_rules(cmap, threshold, min_score)
     name = image if image is not None else map_image_name(cmap)
     if fmt == "tiff":
         from ._labeltiff import write_label_tiff
@@ -131,7 +131,7 @@ def export(
         with atomic_output(path) as tmp:
             write_label_tiff(cm, tmp)
         return path
-    table = regions(cm, None, min_area, min_score=min_score, classes=classes, pixel_size=pixel_size, unit=unit,
+    table = regions(cm, None, min_area, classes=classes, pixel_size=pixel_size, unit=unit,
                     image=name, block_cells=block_cells)
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
         write_table(table, out, fmt, cm, name)

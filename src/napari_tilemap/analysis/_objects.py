@@ -56,6 +56,12 @@ class ObjectMatch:
     def true_positives(self) -> int:
         return int(self.matched.sum())
 
+    def at_least(self, score: float) -> ObjectMatch:
+        """The regions whose score is at least ``score``: with matching greedy by score, exactly
+        what matching only those regions gives."""
+        strong = self.scores >= score
+        return ObjectMatch(self.scores[strong], self.matched[strong], self.truth_objects)
+
     @staticmethod
     def concatenate(matches: list[ObjectMatch]) -> ObjectMatch:
         """Pool the objects of several images (matching stays within each image)."""

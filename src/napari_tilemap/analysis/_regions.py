@@ -81,11 +81,12 @@ def regions(
     min_area : float
         Regions smaller than this many image pixels are left out.
     min_score : float or dict, optional
-        Regions whose peak score (``max_score``) is below this are left out: a float in
-        [0, 1] for every class or ``{class name or label value: float}``. Unlike a reject
-        threshold, which trims every cell below it, this drops weak regions whole and keeps
-        confident ones at their full extent (docs/design.md, "Peak score"). Never applies to
-        *unknown* regions.
+        Regions whose peak score (``max_score``) is below this are *unknown*: a float in
+        [0, 1] for every class or ``{class name or label value: float}``, applied to the map
+        after the threshold as :meth:`ClassificationMap.with_min_score` does (replacing the
+        map's own). Unlike a reject threshold, which trims every cell below it, this drops
+        weak regions whole and keeps confident ones at their full extent (docs/design.md,
+        "Peak score").
     classes : sequence of int or str, optional
         The label values or names whose regions are wanted; default every class but
         background (value 0). ``255`` or ``"unknown"`` asks for the unknown regions.
@@ -136,27 +137,27 @@ def scan_regions(
     block_cells: int = BLOCK_CELLS,
 ) -> RegionScan:
     """:func:`regions` and the area of every value, in one pass over the map (same parameters)."""
-    cm = apply_threshold_arg(cmap, threshold)
+    cm = apply_rules(cmap, threshold, min_score)
     min_area = _non_negative(min_area, "min_area")
-    floor = peak_score_floor(cm.class_table, min_score)
     size = _pixel_size(pixel_size)
     if isinstance(block_cells, bool) or not isinstance(block_cells, (int, np.integer)) or block_cells < 1:
         raise TilemapInputError(f"block_cells must be a positive number of cells, got {block_cells!r}")
     wanted = class_values(cm, classes)
     acc = _Accumulator(cm, wanted, int(block_cells))
     acc.run()
-    table = acc.table(min_area, floor, image if image is not None else map_image_name(cmap))
+    table = acc.table(min_area, image if image is not None else map_image_name(cmap))
     if size is not None:
         table["area_physical"] = table["area_px"] * (size[0] * size[1])
         table["unit"] = np.full(len(table["region"]), unit or "", dtype=object)
     return RegionScan(table, acc.value_cells, acc.value_pixels)
 
 
-def apply_threshold_arg(cmap: ClassificationMap, threshold) -> ClassificationMap:
-    """``cmap`` thresholded by ``threshold``, or as it is for None."""
+def apply_rules(cmap: ClassificationMap, threshold, min_score=None) -> ClassificationMap:
+    """``cmap`` thresholded by ``threshold`` and with ``min_score``'s rule; as it is for None."""
     if not isinstance(cmap, ClassificationMap):
         raise TilemapInputError(f"expected a ClassificationMap (from predict or open_map), got {type(cmap).__name__}")
-    return cmap if threshold is None else cmap.with_threshold(threshold)
+    cm = cmap if threshold is None else cmap.with_threshold(threshold)
+    return cm if min_score is None else cm.with_min_score(min_score)
 
 
 def peak_score_floor(table: ClassTable, min_score) -> np.ndarray:
@@ -237,6 +238,8 @@ class _Accumulator:
         self.parts: list[dict[str, np.ndarray]] = []
         self.pairs: list[np.ndarray] = []
         self.count = 0
+        self.offsets: dict[tuple[int, int], int] = {}
+        """Global label of each block's local label 0, by the block's first (row, column)."""
         self.value_cells = np.zeros(256, np.int64)
         self.value_pixels = np.zeros(256, np.int64)
 
@@ -260,20 +263,26 @@ class _Accumulator:
                 self._touching(above, top)
             above = bottom
 
+    def label_block(self, classes: np.ndarray) -> np.ndarray:
+        """Local labels (1..n, 0 elsewhere) of the wanted classes' regions within one block."""
+        from skimage.measure import label
+
+        return label(np.where(self.keep[classes], classes.astype(np.int16) + 1, 0), background=0, connectivity=2)
+
     def _block(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """Label one block and add up its labels' figures; its global labels and classes."""
         from scipy import ndimage as ndi
-        from skimage.measure import label
 
         g = self.cmap.geometry
         rows, cols = slice(r0, r1), slice(c0, c1)
         classes = read_block(self.cmap.classes, rows, cols).astype(np.uint8, copy=False)
+        self.offsets[(r0, c0)] = self.count
         ys, hs = cell_extent(np.arange(r0, r1), g.step, g.image_shape[0])
         xs, ws = cell_extent(np.arange(c0, c1), g.step, g.image_shape[1])
         area = np.outer(hs, ws)
         self.value_cells += np.bincount(classes.ravel(), minlength=256)
         self.value_pixels += np.bincount(classes.ravel(), weights=area.ravel(), minlength=256).astype(np.int64)
-        local = label(np.where(self.keep[classes], classes.astype(np.int16) + 1, 0), background=0, connectivity=2)
+        local = self.label_block(classes)
         n = int(local.max())
         if n == 0:
             return np.zeros(classes.shape, np.int64), classes
@@ -318,7 +327,10 @@ class _Accumulator:
             if hit.any():
                 self.pairs.append(np.stack([la[i][hit], lb[j][hit]], 1) - 1)
 
-    def table(self, min_area: float, floor: np.ndarray, image: str) -> RegionTable:
+    def merge(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The region of every global label (0..m-1, labels counted from 0) and each region's
+        figures: ``value``, ``cells``, ``pixels``, ``sum_y``, ``sum_x``, ``score_sum``,
+        ``score_max``, ``r0``, ``r1``, ``c0``, ``c1``, ``first``."""
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
@@ -342,10 +354,16 @@ class _Accumulator:
             merged[k] = out
         value = np.zeros(m, np.int64)
         value[comp] = cols["value"].astype(np.int64)
+        merged["value"] = value
+        return comp, merged
+
+    def table(self, min_area: float, image: str) -> RegionTable:
+        _, merged = self.merge()
+        value = merged["value"]
         pixels = merged["pixels"].round().astype(np.int64)
         order = np.lexsort((merged["first"], value))
         if len(order):
-            order = order[(pixels[order] >= min_area) & (merged["score_max"][order] >= floor[value[order]])]
+            order = order[pixels[order] >= min_area]
         g = self.cmap.geometry
         (h, w), s = g.image_shape, g.step
         r0, r1, c0, c1 = (merged[k][order] for k in ("r0", "r1", "c0", "c1"))

@@ -40,7 +40,8 @@ def statistics(
         Regions smaller than this many image pixels are not counted in ``regions``
         (cells and areas count every cell).
     min_score : float or dict, optional
-        Nor are regions whose peak score is below this (see :func:`~._regions.regions`).
+        Regions whose peak score is below this become unknown, their cells and area counted
+        there (see :meth:`ClassificationMap.with_min_score`).
     images : sequence of str, optional
         Names of the images; default each map's :func:`~._regions.map_image_name`.
     pixel_size, unit : optional

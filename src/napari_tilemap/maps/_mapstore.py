@@ -42,7 +42,8 @@ class ClassificationMap:
         Class probabilities (numpy in memory, or a zarr array backed by the store).
     classes : array of shape (H', W'), uint8
         Class per cell, written as the label value painted for it (0 = background): the
-        best class, or :data:`~._classes.UNKNOWN` (255) where a threshold rejected it.
+        best class, or :data:`~._classes.UNKNOWN` (255) where a threshold or the min
+        score rejected it.
     geometry : MapGeometry
         Step, tile size, offset and image shape.
     class_table : ClassTable
@@ -57,6 +58,10 @@ class ClassificationMap:
     best_classes : array of shape (H', W'), uint8, optional
         The best class per cell before any threshold (the store's ``classes``); defaults
         to ``classes``.
+    min_score : float or dict, optional
+        The min peak score applied to ``classes`` after the threshold (normalised like it):
+        regions that never reach it are unknown (docs/design.md, "Peak score"); None when
+        not applied.
 
     Examples
     --------
@@ -72,6 +77,7 @@ class ClassificationMap:
     complete: bool = True
     threshold: Threshold | None = None
     best_classes: object = None
+    min_score: Threshold | None = None
 
     def __post_init__(self) -> None:
         if self.best_classes is None:
@@ -98,9 +104,15 @@ class ClassificationMap:
         """``(scale, translate)`` for napari layers aligned with an image layer."""
         return self.geometry.layer_transform(image_scale, image_translate)
 
+    @property
+    def rejects(self) -> bool:
+        """Whether ``classes`` may hold *unknown* (255): a threshold or a min score is applied."""
+        return self.threshold is not None or self.min_score is not None
+
     def attrs(self) -> dict:
-        """The store's ``tilemap`` group attribute (``threshold`` None when not thresholded)."""
-        return store_attrs(self.geometry, self.class_table, self.complete, threshold=self.threshold)
+        """The store's ``tilemap`` group attribute (``threshold``, ``min_score`` None when not applied)."""
+        return store_attrs(self.geometry, self.class_table, self.complete, threshold=self.threshold,
+                           min_score=self.min_score)
 
     def with_threshold(self, threshold) -> ClassificationMap:
         """This map with cells whose best score is below ``threshold`` set to *unknown* (255).
@@ -136,20 +148,63 @@ class ClassificationMap:
         >>> strict = cmap.with_threshold(0.8)                      # doctest: +SKIP
         >>> per_class = cmap.with_threshold({"pit": 0.9, 2: 0.6})  # doctest: +SKIP
         """
-        norm = normalize_threshold(threshold, self.class_table)
-        classes = threshold_classes(self.best_classes, self.scores, norm)
-        return dataclasses.replace(self, classes=classes, threshold=norm, best_classes=self.best_classes)
+        return self._ruled(normalize_threshold(threshold, self.class_table), self.min_score)
+
+    def with_min_score(self, min_score) -> ClassificationMap:
+        """This map with every region whose peak score is below ``min_score`` set to *unknown* (255).
+
+        A region is a connected set of cells of one class other than background; its peak
+        score is its class's highest score over its cells (docs/design.md, "Peak score").
+        Confident regions keep their full extent, weak ones go whole. The rule applies after
+        the map's threshold, and replaces any earlier min score; the network does not run
+        again.
+
+        Parameters
+        ----------
+        min_score : float or dict or None
+            A float in [0, 1] for every class, or ``{class name or label value: float}``
+            (classes missing from the dict get 0: never unknown). None removes the rule.
+
+        Returns
+        -------
+        ClassificationMap
+            With ``min_score`` recorded. The regions are found now, in one pass over the map;
+            for a map backed by a store ``classes`` is then a lazy dask array.
+
+        Raises
+        ------
+        TilemapInputError
+            ``min_score`` is not a number or dict, lies outside [0, 1], or names no class.
+
+        Examples
+        --------
+        >>> confident = cmap.with_min_score(0.9)                 # doctest: +SKIP
+        >>> per_class = cmap.with_min_score({"pit": 0.95})       # doctest: +SKIP
+        """
+        norm = None if min_score is None else normalize_threshold(min_score, self.class_table, "min_score")
+        return self._ruled(self.threshold, norm)
 
     def without_threshold(self) -> ClassificationMap:
-        """This map with its best classes and no threshold."""
-        return dataclasses.replace(self, classes=self.best_classes, threshold=None, best_classes=self.best_classes)
+        """This map with its best classes: no threshold and no min score."""
+        return self._ruled(None, None)
+
+    def _ruled(self, threshold: Threshold | None, min_score: Threshold | None) -> ClassificationMap:
+        """The best classes, thresholded by ``threshold``, then with ``min_score``'s rule (both normalised)."""
+        best = self.best_classes
+        classes = best if threshold is None else threshold_classes(best, self.scores, threshold)
+        out = dataclasses.replace(self, classes=classes, threshold=threshold, best_classes=best, min_score=None)
+        if min_score is None:
+            return out
+        from ._peakscore import min_score_classes
+
+        return dataclasses.replace(out, classes=min_score_classes(out, min_score), min_score=min_score)
 
     def legend(self) -> list[tuple[int, str, RGBA]]:
         """``(label value, name, colour)`` of every value ``classes`` may hold: the classes of
-        the table, then *unknown* (255) when the map is thresholded."""
+        the table, then *unknown* (255) when the map is thresholded or has a min score."""
         t = self.class_table
         entries = list(zip(t.values, t.names, t.colors))
-        if self.threshold is not None:
+        if self.rejects:
             entries.append((UNKNOWN, UNKNOWN_NAME, UNKNOWN_COLOR))
         return entries
 
@@ -188,13 +243,14 @@ def store_attrs(
     complete: bool,
     run: dict | None = None,
     threshold: Threshold | None = None,
+    min_score: Threshold | None = None,
 ) -> dict:
     """The ``tilemap`` attribute for a store of ``geometry`` and ``class_table``.
 
     ``run`` records what produced the map (model digest, block size, dtype) so that an
     interrupted run can be recognised and resumed. ``threshold`` (normalised) is the reject
-    threshold of the stored ``classes_unknown`` arrays, None for none; a thresholded map
-    also names value 255 in ``unknown``. The class table itself (``class_names``,
+    threshold of the stored ``classes_unknown`` arrays and ``min_score`` their min peak score,
+    None for none; a map with either also names value 255 in ``unknown``. The class table itself (``class_names``,
     ``colors``, ``values``) is always the model's: one entry per network output.
     """
     table = class_table.to_dict()
@@ -208,8 +264,9 @@ def store_attrs(
         "run": run or {},
         "pyramid_levels": 0,
         "threshold": threshold_to_attr(threshold),
+        "min_score": threshold_to_attr(min_score),
     }
-    if threshold is not None:
+    if threshold is not None or min_score is not None:
         attrs["unknown"] = unknown_entry()
     return attrs
 
@@ -268,12 +325,13 @@ def set_ome_attrs(group, levels: int) -> None:
     group.attrs["ome"] = ome_attrs(geometry, ClassTable.from_dict(attrs), levels)
 
 
-def set_threshold_attrs(group, threshold: Threshold | None) -> None:
-    """Record ``threshold`` (normalised; None: no threshold) in the store's ``tilemap`` attribute."""
+def set_threshold_attrs(group, threshold: Threshold | None, min_score: Threshold | None = None) -> None:
+    """Record ``threshold`` and ``min_score`` (normalised; None: none) in the store's ``tilemap`` attribute."""
     attrs = dict(group.attrs["tilemap"])
     attrs["threshold"] = threshold_to_attr(threshold)
+    attrs["min_score"] = threshold_to_attr(min_score)
     attrs.pop("unknown", None)
-    if threshold is not None:
+    if threshold is not None or min_score is not None:
         attrs["unknown"] = unknown_entry()
     group.attrs["tilemap"] = attrs
 
@@ -386,9 +444,9 @@ def open_map(path) -> ClassificationMap:
     """Open a map store lazily: arrays stay on disk as zarr arrays.
 
     A store thresholded with :func:`write_threshold` opens thresholded: ``classes`` holds
-    255 (*unknown*) where the recorded ``threshold`` rejected the best class, and
-    ``best_classes`` the store's ``classes``. Stores without a threshold record (older ones
-    included) open with their best classes and ``threshold`` None.
+    255 (*unknown*) where the recorded ``threshold`` or ``min_score`` rejected the best
+    class, and ``best_classes`` the store's ``classes``. Stores without such a record
+    (older ones included) open with their best classes, ``threshold`` and ``min_score`` None.
 
     Examples
     --------
@@ -403,20 +461,28 @@ def open_map(path) -> ClassificationMap:
     table = ClassTable.from_dict(attrs)
     cmap = ClassificationMap(group["scores"], group["classes"], geometry, table, Path(path),
                              bool(attrs.get("complete", True)))
-    threshold = threshold_from_attr(attrs.get("threshold"), table, repr(str(path)))
-    if threshold is None:
+    threshold, min_score = _recorded_rules(attrs, table, path)
+    if threshold is None and min_score is None:
         return cmap
     stored = unknown_levels(group, attrs)
     if stored is None:  # not (yet) written, or the store is being finished: compute it lazily
-        return cmap.with_threshold(threshold)
-    return dataclasses.replace(cmap, classes=stored[0], threshold=threshold, best_classes=cmap.classes)
+        return cmap._ruled(threshold, min_score)
+    return dataclasses.replace(cmap, classes=stored[0], threshold=threshold, best_classes=cmap.classes,
+                               min_score=min_score)
+
+
+def _recorded_rules(attrs: dict, table: ClassTable, path) -> tuple[Threshold | None, Threshold | None]:
+    """The store's recorded (threshold, min_score), normalised."""
+    where = repr(str(path))
+    return (threshold_from_attr(attrs.get("threshold"), table, where),
+            threshold_from_attr(attrs.get("min_score"), table, where, "min_score"))
 
 
 STORED = "stored"
 """For :func:`pyramid_levels`: the classes as the store records them (thresholded or not)."""
 
 
-def pyramid_levels(path, threshold=STORED) -> tuple[list, list]:
+def pyramid_levels(path, threshold=STORED, min_score=STORED) -> tuple[list, list]:
     """The ``classes`` and ``scores`` arrays of every stored resolution level, finest first.
 
     Parameters
@@ -429,6 +495,8 @@ def pyramid_levels(path, threshold=STORED) -> tuple[list, list]:
         thresholded by it: the stored ``classes_unknown_i`` when the store records this
         very threshold, otherwise lazy dask arrays (level i is level 0 at every 2**i-th
         cell, the rule of the stored pyramid).
+    min_score : "stored", None, float or dict
+        Likewise for the min peak score, applied after the threshold.
     """
     import zarr
 
@@ -438,12 +506,17 @@ def pyramid_levels(path, threshold=STORED) -> tuple[list, list]:
     names = [""] + [f"_{i}" for i in range(1, n + 1)]
     best, scores = [group["classes" + s] for s in names], [group["scores" + s] for s in names]
     table = ClassTable.from_dict(attrs)
-    recorded = threshold_from_attr(attrs.get("threshold"), table, repr(str(path)))
-    wanted = recorded if isinstance(threshold, str) and threshold == STORED else (
-        None if threshold is None else normalize_threshold(threshold, table))
-    if wanted is None:
+    recorded = _recorded_rules(attrs, table, path)
+    wanted = tuple(
+        old if isinstance(new, str) and new == STORED else (
+            None if new is None else normalize_threshold(new, table, what))
+        for old, new, what in zip(recorded, (threshold, min_score), ("threshold", "min_score"))
+    )
+    if wanted == (None, None):
         return best, scores
     stored = unknown_levels(group, attrs) if wanted == recorded else None
     if stored is not None:
         return stored, scores
-    return lazy_levels(threshold_classes(group["classes"], group["scores"], wanted), n), scores
+    cmap = ClassificationMap(group["scores"], group["classes"], MapGeometry(
+        int(attrs["tile_size"]), int(attrs["step"]), tuple(attrs["image_shape"])), table, Path(path))
+    return lazy_levels(cmap._ruled(*wanted).classes, n), scores

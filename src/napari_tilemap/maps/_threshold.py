@@ -87,8 +87,9 @@ def threshold_to_attr(threshold: Threshold | None):
     return {str(v): t for v, t in sorted(threshold.items())}
 
 
-def threshold_from_attr(stored, table: ClassTable, where: str = "the map store") -> Threshold | None:
-    """The normalised threshold recorded in a store's attributes (None: not thresholded).
+def threshold_from_attr(stored, table: ClassTable, where: str = "the map store",
+                        what: str = "threshold") -> Threshold | None:
+    """The normalised threshold (or min score: ``what``) recorded in a store's attributes (None: none).
 
     Raises
     ------
@@ -100,9 +101,9 @@ def threshold_from_attr(stored, table: ClassTable, where: str = "the map store")
     try:
         if isinstance(stored, Mapping):
             stored = {int(k): v for k, v in stored.items()}
-        return normalize_threshold(stored, table)
+        return normalize_threshold(stored, table, what)
     except (TilemapInputError, TypeError, ValueError) as err:
-        raise MapStoreError(f"{where} records an invalid threshold ({err}); write the threshold again") from None
+        raise MapStoreError(f"{where} records an invalid {what} ({err}); write the threshold again") from None
 
 
 def threshold_lut(threshold: Threshold) -> np.ndarray:
@@ -159,7 +160,7 @@ def unknown_levels(group, attrs: dict) -> list | None:
     They are used only for a complete store that records a threshold and holds every level
     with the shape of its ``classes`` level.
     """
-    if attrs.get("threshold") is None or not attrs.get("complete", True):
+    if (attrs.get("threshold") is None and attrs.get("min_score") is None) or not attrs.get("complete", True):
         return None
     n = int(attrs.get("pyramid_levels", 0))
     suffixes = [""] + [f"_{i}" for i in range(1, n + 1)]
@@ -179,21 +180,25 @@ def lazy_levels(classes0, levels: int) -> list:
     return [classes0] + [classes0[:: 2**i, :: 2**i] for i in range(1, levels + 1)]
 
 
-def write_threshold(path, threshold):
+def write_threshold(path, threshold=None, *, min_score=None):
     """Threshold the map store at ``path`` on disk, block by block, and record the threshold.
 
     The thresholded classes go to ``classes_unknown`` (and ``classes_unknown_i`` for every
     pyramid level) beside ``classes``, which is never changed; the threshold is recorded in
     the ``tilemap`` attribute last, so an interrupted write leaves the store unthresholded.
     Afterwards :func:`~._mapstore.open_map` returns the thresholded map and the napari reader
-    shows value 255 as *unknown*. Writing another threshold replaces the previous one.
+    shows value 255 as *unknown*. Writing another threshold replaces the previous one (and
+    its min score).
 
     Parameters
     ----------
     path : str or Path
         A complete map store.
-    threshold : float or dict
+    threshold : float or dict, optional
         As for :meth:`ClassificationMap.with_threshold`.
+    min_score : float or dict, optional
+        As for :meth:`ClassificationMap.with_min_score`, applied after ``threshold``; at
+        least one of the two must be given.
 
     Returns
     -------
@@ -215,15 +220,18 @@ def write_threshold(path, threshold):
     from ._outputlock import OutputLock
 
     path = Path(path)
-    normalize_threshold(threshold, ClassTable.from_dict(read_attrs(path)))  # bad input fails before the lock
+    if threshold is None and min_score is None:
+        raise TilemapInputError("give a threshold or a min_score to write (clear_threshold removes both)")
+    table = ClassTable.from_dict(read_attrs(path))
+    rules = [None if x is None else normalize_threshold(x, table, what)  # bad input fails before the lock
+             for x, what in ((threshold, "threshold"), (min_score, "min_score"))]
     with OutputLock(path.absolute()):
         group = _complete_group(path, zarr)
         attrs = dict(group.attrs["tilemap"])
-        norm = normalize_threshold(threshold, ClassTable.from_dict(attrs))
         set_threshold_attrs(group, None)  # any old record goes first: half-written arrays are never used
-        lut = threshold_lut(norm)
+        ruled = open_map(path)._ruled(*rules).classes
         codecs = chunk_codecs()
-        scores, prev = group["scores"], None
+        prev = None
         for i in range(int(attrs.get("pyramid_levels", 0)) + 1):
             suffix = "" if i == 0 else f"_{i}"
             best = group["classes" + suffix]
@@ -233,11 +241,11 @@ def write_threshold(path, threshold):
             )
             for r, c in _regions(best.shape, best.chunks):
                 if prev is None:
-                    target[r, c] = apply_threshold(best[r, c], scores[:, r, c], lut)
+                    target[r, c] = np.asarray(ruled[r, c])
                 else:  # the stored pyramid's rule: the top-left cell of each 2x2 group
                     target[r, c] = np.asarray(prev[2 * r.start : 2 * r.stop, 2 * c.start : 2 * c.stop])[::2, ::2]
             prev = target
-        set_threshold_attrs(group, norm)
+        set_threshold_attrs(group, *rules)
     return open_map(path)
 
 
