@@ -296,9 +296,9 @@ def test_bad_input_is_refused_with_a_message(random_model):
         evaluate(cmap, None, bad)
     with pytest.raises(TilemapInputError, match="label values 1.5"):
         evaluate(cmap, None, truth + np.float32(0.5) * (truth == 1))
-    with pytest.raises(TilemapInputError, match=r"threshold must lie in \[0, 1\]"):
+    with pytest.raises(TilemapInputError, match=r"threshold is 1.5, outside \[0, 1\]"):
         evaluate(cmap, None, truth, threshold=1.5)
-    with pytest.raises(TilemapInputError, match=r"threshold of 'class 1' must lie in \[0, 1\]"):
+    with pytest.raises(TilemapInputError, match=r"threshold for class 'class 1' \(1\) is -0.1, outside \[0, 1\]"):
         evaluate(cmap, None, truth, threshold={"class 1": -0.1})
     with pytest.raises(TilemapInputError, match="not a class name or label value"):
         evaluate(cmap, None, truth, threshold={"scratch": 0.5})

@@ -712,32 +712,12 @@ def _recorded(value, maps: list[ClassificationMap], what: str):
 
 
 def _thresholds(threshold, table: ClassTable) -> np.ndarray:
-    """One threshold per class (0: none) from a float, a dict by name or label value, or None."""
-    k = len(table)
+    """One threshold per class (0: none) from a threshold as ``ClassificationMap.with_threshold`` takes it."""
+    from ..maps._threshold import normalize_threshold, threshold_lut
+
     if threshold is None:
-        return np.zeros(k)
-    if isinstance(threshold, dict):
-        out = np.zeros(k)
-        for key, value in threshold.items():
-            if isinstance(key, str) and key in table.names:
-                out[table.names.index(key)] = _unit(value, f"threshold of {key!r}")
-            elif not isinstance(key, (str, bool)) and int(key) == key and int(key) in table.values:
-                out[table.index_of_value(int(key))] = _unit(value, f"threshold of value {key}")
-            else:
-                known = ", ".join(f"{n!r} ({v})" for n, v in zip(table.names, table.values))
-                raise TilemapInputError(f"threshold key {key!r} is not a class name or label value; classes: {known}")
-        return out
-    return np.full(k, _unit(threshold, "threshold"))
-
-
-def _unit(value, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TilemapInputError(f"{what} must be a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise TilemapInputError(f"{what} must lie in [0, 1] (scores are probabilities), got {value!r}")
-    return v
+        return np.zeros(len(table))
+    return np.maximum(threshold_lut(normalize_threshold(threshold, table))[list(table.values)], 0.0)
 
 
 def _label_values(window: np.ndarray, lut: np.ndarray, table: ClassTable, unlabelled: str, label: str) -> np.ndarray:
