@@ -130,3 +130,23 @@ def test_the_show_button_finds_regions_in_a_worker_and_draws_them(panel, qtbot, 
     assert len(viewer.layers["surface map classes regions"].data) == len(expected["region"])
     assert p.status.value == f"{len(expected['region'])} regions" and p.show.enabled
     assert not notifications["error"], notifications
+
+
+def test_the_export_button_writes_in_a_worker_and_reports_errors(panel, qtbot, tmp_path, notifications):
+    _, p, cmap = panel
+    p.format.value = "tiff"
+    p.min_score.value = 0.9
+    p.out.value = tmp_path / "labels"
+    p.export_button.clicked()
+    assert p.export_worker is not None and not p.export_button.enabled  # the viewer stays usable meanwhile
+    qtbot.waitUntil(lambda: p.export_worker is None, timeout=60_000)
+    import tifffile
+
+    from napari_tilemap.maps._overlay import map_to_pixels
+
+    written = tifffile.imread(tmp_path / "labels.tif")
+    np.testing.assert_array_equal(written, map_to_pixels(cmap.with_min_score(0.9)))  # weak regions: 255
+    assert p.status.value == "Wrote labels.tif" and p.export_button.enabled and not notifications["error"]
+    p.export_button.clicked()  # the file exists now: refused in the worker, said in a notification
+    qtbot.waitUntil(lambda: p.export_worker is None, timeout=60_000)
+    assert "already exists" in notifications["error"][-1] and p.status.value == "Export failed"

@@ -128,7 +128,8 @@ class EvaluatePanel(Container):
             return None
         self._cancel = threading.Event()
         self.result = None
-        self.worker = _evaluate_job(model, full_resolution(image), truth.data, self.params(), self._cancel)
+        self.worker = _evaluate_job(model, full_resolution(image), truth.data, self.params(), self._cancel,
+                                    _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(lambda err: _notify.error(f"Evaluation failed: {err}"))

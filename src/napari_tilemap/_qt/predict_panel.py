@@ -122,7 +122,7 @@ class PredictPanel(Container):
         self._name = f"{image.name} map" + (" (view)" if p.region == "in view" else "")
         self._contours = p.contours
         self.layers, self._pending, self._busy, self._last_draw, self._result = [], 0, False, 0.0, None
-        self.worker = _predict_job(model, data, p)
+        self.worker = _predict_job(model, data, p, _ignore_errors=True)
         self.worker.yielded.connect(self._on_block)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(lambda err: _notify.error(f"Prediction failed: {err}"))

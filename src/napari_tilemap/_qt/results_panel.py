@@ -47,6 +47,12 @@ def _regions_job(found):
     return ResultsPanel._compute(found)
 
 
+@thread_worker
+def _export_job(cmap, path: Path, fmt: str, options: dict) -> Path:
+    """Worker body: write one export (the map is read block by block)."""
+    return export(cmap, path, fmt, **options)
+
+
 def _is_map_layer(layer) -> bool:
     """A map's classes layer (its score layers are map layers too, but hold no regions)."""
     return isinstance(layer, Labels) and is_map_layer(layer)
@@ -97,7 +103,8 @@ class ResultsPanel(Container):
         self.worker = None
         self._bar = None
         self.show.clicked.connect(self.start)
-        self.export_button.clicked.connect(self.export)
+        self.export_worker = None
+        self.export_button.clicked.connect(self.start_export)
         self.table.native.itemSelectionChanged.connect(self._on_row)
 
     def reset_choices(self, *_) -> None:
@@ -148,7 +155,7 @@ class ResultsPanel(Container):
         self.show.enabled = False
         self.status.value = "Finding regions…"
         self._bar = progress(total=0, desc="tilemap: regions")  # indeterminate: regions come in one pass
-        self.worker = _regions_job(found)
+        self.worker = _regions_job(found, _ignore_errors=True)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(lambda err: _notify.error(f"Results: {err}"))
         self.worker.finished.connect(self._on_finished)
@@ -238,8 +245,8 @@ class ResultsPanel(Container):
         if self.table.native.currentRow() != chosen[0]:
             self.table.native.selectRow(chosen[0])
 
-    def export(self) -> Path | None:
-        """Export the chosen map in the chosen format to the chosen file."""
+    def _export_inputs(self):
+        """(map, path, format, options) of the chosen export, or None after telling the user why not."""
         cmap = self.current_map()
         if cmap is None:
             _notify.error("Export: choose a map layer first.")
@@ -254,12 +261,45 @@ class ResultsPanel(Container):
         layer = self.map_layer.value
         scale = yx_transform(layer)[0]
         physical = _physical(layer, tuple(v / cmap.step for v in scale))
+        options = {"overwrite": bool(self.overwrite.value), "image": layer.name, **self._params(), **physical}
+        return cmap, path, self.format.value, options
+
+    def export(self) -> Path | None:
+        """Export the chosen map in the chosen format to the chosen file, here and now."""
+        found = self._export_inputs()
+        if found is None:
+            return None
         try:
-            export(cmap, path, self.format.value, overwrite=bool(self.overwrite.value), image=layer.name,
-                   **self._params(), **physical)
+            return self._on_exported(export(found[0], found[1], found[2], **found[3]))
         except (ValueError, OSError) as err:
             _notify.error(f"Export: {err}")
             return None
+
+    def start_export(self):
+        """What the Export button does: write the export in a worker thread, the dock stays live."""
+        found = self._export_inputs()
+        if found is None:
+            return None
+        self.export_button.enabled = False
+        self.status.value = f"Writing {found[1].name}…"
+        bar = progress(total=0, desc=f"tilemap: export {found[2]}")  # indeterminate: one pass over the map
+        self.export_worker = _export_job(*found, _ignore_errors=True)
+        self.export_worker.returned.connect(self._on_exported)
+        self.export_worker.errored.connect(lambda err: self._export_failed(err))
+        self.export_worker.finished.connect(lambda: self._export_finished(bar))
+        self.export_worker.start()
+        return self.export_worker
+
+    def _on_exported(self, path: Path) -> Path:
         self.status.value = f"Wrote {path.name}"
         _notify.info(f"Wrote {path}")
         return path
+
+    def _export_failed(self, err) -> None:
+        self.status.value = "Export failed"
+        _notify.error(f"Export: {err}")
+
+    def _export_finished(self, bar) -> None:
+        bar.close()
+        self.export_button.enabled = True
+        self.export_worker = None

@@ -78,7 +78,7 @@ class SuggestPanel(Container):
         except ValueError as err:
             _notify.error(f"Suggest: {err}")
             return None
-        self.worker = _suggest_job(model, full_resolution(image), self.params())
+        self.worker = _suggest_job(model, full_resolution(image), self.params(), _ignore_errors=True)
         self.worker.returned.connect(lambda result: self.show(result, image))
         self.worker.errored.connect(lambda err: _notify.error(f"Suggest failed: {err}"))
         self.worker.finished.connect(self._on_finished)
