@@ -229,7 +229,9 @@ def test_augmentation_and_hard_negatives_from_the_command_line(tmp_path, files, 
     record = load_model(tmp_path / "a.tilemap").record
     assert tuple(record["parameters"]["augment"]) == ("flip", "shift")
     assert record["parameters"]["hard_negative_rounds"] == 1 and len(record["hard_negatives"]) == 1
-    assert "hard negatives added per round:" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "hard negatives added per round:" in said.out
+    assert "hard-negative round 1: looking for false alarms on training image 1/1" in said.err
     assert record["prior"]["mode"] == DEFAULT_PRIOR
     assert main([*base, "-o", str(tmp_path / "b.tilemap"), "--augment", "none", "--prior", "tiles"]) == 0
     record = load_model(tmp_path / "b.tilemap").record

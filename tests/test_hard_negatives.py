@@ -10,7 +10,7 @@ from napari_tilemap import (
     extract_tiles,
     train,
 )
-from napari_tilemap.learn._hardneg import hard_negative_origins, mine_hard_negatives
+from napari_tilemap.learn._hardneg import MiningProgress, hard_negative_origins, mine_hard_negatives
 from napari_tilemap.learn._tiles import TileSet
 
 T = 32
@@ -63,12 +63,31 @@ def test_rounds_fine_tune_on_the_added_tiles(painted):
     tiles = extract_tiles(image, labels, tile_size=T, seed=0)
     run = TrainingRun(tiles, preset="small", epochs=2, samples_per_epoch=128, device="cpu",
                       hard_negative_rounds=1, hard_negative_score=0.34)
-    reports = [e for e in run if isinstance(e, EpochReport)]
+    events = list(run)
+    reports = [e for e in events if isinstance(e, EpochReport)]
+    searching = [i for i, e in enumerate(events) if isinstance(e, MiningProgress)]
+    assert [(events[i].round, events[i].image, events[i].images) for i in searching] == [(1, 1, 1)]
+    assert events[searching[0] - 1].round == 0 and events[-1].round == 1  # between the main fit and round 1
     assert run.hard_negatives and run.hard_negatives[0] > 0
     assert len(run.tiles) == len(tiles) + run.hard_negatives[0]
     assert {r.round for r in reports} == {0, 1}
     assert run.model.record["hard_negatives"] == run.hard_negatives
     assert (run.tiles.classes[len(tiles) :] == 0).all()
+
+
+def test_a_stop_while_searching_for_hard_negatives_keeps_the_trained_model(painted):
+    image, labels = painted
+    tiles = extract_tiles(image, labels, tile_size=T, seed=0)
+    run = TrainingRun(tiles, preset="small", epochs=2, samples_per_epoch=128, device="cpu",
+                      hard_negative_rounds=2, hard_negative_score=0.34)
+    events = []
+    for event in run:
+        events.append(event)
+        if isinstance(event, MiningProgress):
+            run.stop()
+    assert isinstance(events[-1], MiningProgress)  # nothing after the stop: no fine-tuning
+    assert run.model is not None and run.hard_negatives == [] and len(run.tiles) == len(tiles)
+    assert run.model.record["final"]["epoch"] >= 1
 
 
 def test_hard_negatives_are_refused_without_a_declared_background(painted):

@@ -36,6 +36,7 @@ _EXPORTS = {
     "TrainingRun": ".learn._training",
     "EpochReport": ".learn._training",
     "BatchProgress": ".learn._training",
+    "MiningProgress": ".learn._hardneg",
     "train": ".learn._training",
     "TrainConfig": ".learn._training",
     "AUGMENTATIONS": ".learn._augment",
@@ -88,6 +89,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .analysis._stats import statistics
     from .analysis._suggest import Suggestions, suggest
     from .learn._augment import AUGMENTATIONS, DEFAULT_AUGMENT
+    from .learn._hardneg import MiningProgress
     from .io._sample import SurfaceSample, sample_surface
     from .learn._model import TileClassifier
     from .learn._modelfile import load_model

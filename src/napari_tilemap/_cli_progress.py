@@ -80,6 +80,12 @@ class EpochProgress:
                   f"{report.val_loss:.3f}, val accuracy {report.val_accuracy:.3f}, {report.seconds:.1f} s{best}",
                   file=sys.stderr, flush=True)
 
+    def mining(self, event) -> None:
+        """A :class:`~napari_tilemap.learn._hardneg.MiningProgress`: one line, on a terminal too."""
+        self.close()
+        print(f"hard-negative round {event.round}: looking for false alarms on training image "
+              f"{event.image}/{event.images}", file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -272,7 +272,7 @@ def _check_training_options(tile_size: int, background: str = "unpainted", **con
 
 def _train_with_bar(tiles, config, args, out: Path):
     """Train with progress on stderr and write the model; Ctrl-C keeps the best model so far."""
-    from .learn._training import BatchProgress, TrainingRun
+    from .learn._training import BatchProgress, EpochReport, TrainingRun
 
     run = TrainingRun(tiles, config)
     shown = EpochProgress(config.epochs)
@@ -281,8 +281,10 @@ def _train_with_bar(tiles, config, args, out: Path):
         for event in events:
             if isinstance(event, BatchProgress):
                 shown.batch(event)
-            else:
+            elif isinstance(event, EpochReport):
                 shown.epoch(event)
+            else:
+                shown.mining(event)
     except KeyboardInterrupt:
         events.close()  # the run puts its best weights back
         if run.model is None:

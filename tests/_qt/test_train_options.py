@@ -23,8 +23,11 @@ def test_augmentations_and_hard_negatives_reach_the_model(dock, qtbot, small_sam
     config = panel.config()
     assert config.augment == ("shift", "intensity") and config.hard_negative_rounds == 1 and config.prior == "tiles"
     panel.preset.value, panel.epochs.value, panel.device.value = "small", 2, "cpu"
+    said = []
     panel.train.clicked()
+    panel.worker.yielded.connect(lambda _: said.append(panel.status.value))  # after the panel's own handler
     wait_for(qtbot, panel)
+    assert "hard-negative round 1: looking for false alarms on training image 1/1…" in said
     record = w.session.model.record
     assert tuple(record["parameters"]["augment"]) == ("shift", "intensity")
     assert len(record["hard_negatives"]) == 1 and record["prior"]["mode"] == "tiles"

@@ -20,6 +20,7 @@ from napari.utils import progress
 
 from ..learn._advice import advice, kept_epoch
 from ..learn._augment import AUGMENTATIONS, DEFAULT_AUGMENT
+from ..learn._hardneg import MiningProgress
 from ..learn._networks import PRESETS, architecture
 from ..learn._training import EpochReport, TrainConfig, TrainingRun
 from . import _notify
@@ -145,7 +146,7 @@ class TrainPanel(Container):
             _notify.error(f"Training: {err}")
             return None
         self.plot.clear(tiles.class_table.names)
-        self.worker = _train_job(self.run)
+        self.worker = _train_job(self.run, _ignore_errors=True)
         self.worker.yielded.connect(self._on_event)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(lambda err: _notify.error(f"Training failed: {err}"))
@@ -177,6 +178,9 @@ class TrainPanel(Container):
                 self._bar = progress(total=event.epochs, desc=f"tilemap: hard-negative round {event.round}")
             if self._bar is not None:
                 self._bar.update(1)  # last: napari's progress processes Qt events
+        elif isinstance(event, MiningProgress):
+            self.status.value = (f"hard-negative round {event.round}: looking for false alarms on training image "
+                                 f"{event.image}/{event.images}…")
         else:
             self.status.value = f"epoch {event.epoch}: batch {event.batch}/{event.batches}, loss {event.loss:.3f}"
 

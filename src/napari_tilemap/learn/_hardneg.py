@@ -8,6 +8,9 @@ every other background tile.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from dataclasses import dataclass
+
 import numpy as np
 
 from .._errors import TilemapInputError
@@ -15,6 +18,15 @@ from ._tiles import TileSet, _window, background_centres
 
 MAX_HARD_NEGATIVES = 512
 """Most hard negatives one round adds: the highest-scoring ones."""
+
+
+@dataclass(frozen=True)
+class MiningProgress:
+    """A hard-negative round starts looking for false alarms on training image ``image`` of ``images``."""
+
+    round: int
+    image: int
+    images: int
 
 
 def check_minable(tiles: TileSet) -> None:
@@ -47,6 +59,20 @@ def hard_negative_origins(model, tiles: TileSet, *, min_score: float = 0.5, max_
     to the image) keeps ``tiles.background_gap`` pixels from paint.
     The ``max_tiles`` highest-scoring ones are returned, best first.
     """
+    search = search_hard_negatives(model, tiles, min_score=min_score, max_tiles=max_tiles, device=device)
+    while True:
+        try:
+            next(search)
+        except StopIteration as done:
+            return done.value
+
+
+def search_hard_negatives(model, tiles: TileSet, *, min_score: float = 0.5, max_tiles: int = MAX_HARD_NEGATIVES,
+                          device: str = "auto", round: int = 1,
+                          cancel=None) -> Generator[MiningProgress, None, np.ndarray]:
+    """:func:`hard_negative_origins` as a generator: yields a :class:`MiningProgress` before each
+    training image is predicted and returns the rows; ``cancel`` (checked after every block of the
+    prediction) raises :class:`~napari_tilemap._progress.Cancelled`."""
     from ..maps._predict import predict
 
     check_minable(tiles)
@@ -54,7 +80,8 @@ def hard_negative_origins(model, tiles: TileSet, *, min_score: float = 0.5, max_
     t, s = tiles.tile_size, model.step
     found, scores = [], []
     for i, (image, lab) in enumerate(zip(images, labels)):
-        cmap = predict(model, image, device=device, pyramid=False)
+        yield MiningProgress(round, i + 1, len(images))
+        cmap = predict(model, image, device=device, pyramid=False, cancel=cancel)
         probs = np.asarray(cmap.scores, np.float32)
         best = probs.argmax(0)
         top = probs.max(0)
@@ -96,7 +123,12 @@ def mine_hard_negatives(model, tiles: TileSet, *, min_score: float = 0.5, max_ti
     TilemapInputError
         For tiles without a background class or without their source images.
     """
-    rows = hard_negative_origins(model, tiles, min_score=min_score, max_tiles=max_tiles, device=device)
+    return with_hard_negatives(tiles, hard_negative_origins(model, tiles, min_score=min_score, max_tiles=max_tiles,
+                                                            device=device))
+
+
+def with_hard_negatives(tiles: TileSet, rows: np.ndarray) -> TileSet:
+    """``tiles`` followed by background tiles at ``rows`` of (image, y, x) tile origins."""
     images = tiles.sources[0]
     t, m = tiles.tile_size, tiles.margin
     windows = [_window(images[i], y - m, x - m, t + 2 * m) for i, y, x in rows]

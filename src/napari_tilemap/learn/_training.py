@@ -24,6 +24,7 @@ from ._augment import (  # noqa: F401 (re-exported)
     random_dihedral,
 )
 from ._devices import release_memory, resolve_device
+from ._hardneg import MiningProgress, check_minable, search_hard_negatives, with_hard_negatives
 from ._model import TileClassifier, _Normalise
 from ._networks import ACTIVATIONS, PRESETS, architecture
 from ._split import overlap_groups
@@ -134,8 +135,9 @@ class TrainingRun:
     """Training as an iterator of progress events that can be stopped between batches.
 
     Iterating yields :class:`BatchProgress` after every batch and :class:`EpochReport`
-    after every epoch. :meth:`stop` (from any thread) ends training after the current
-    batch; :attr:`model` then holds the best checkpoint so far, always a complete model, or
+    after every epoch, and with hard-negative rounds a :class:`MiningProgress` before each
+    training image is searched. :meth:`stop` (from any thread) ends training after the current
+    batch (or block of that search); :attr:`model` then holds the best checkpoint so far, always a complete model, or
     None when training stopped before its first epoch ended.
 
     Parameters
@@ -159,8 +161,6 @@ class TrainingRun:
         self.config = TrainConfig(**{**asdict(config or TrainConfig()), **kw})
         _check_tiles(tiles, init_model, self.config.loss)
         if self.config.hard_negative_rounds:
-            from ._hardneg import check_minable
-
             check_minable(tiles)
         self.tiles = tiles
         """The tiles trained on; after hard-negative rounds, with the hard negatives added."""
@@ -179,7 +179,7 @@ class TrainingRun:
     def stopped(self) -> bool:
         return self._stop
 
-    def __iter__(self) -> Iterator[BatchProgress | EpochReport]:
+    def __iter__(self) -> Iterator[BatchProgress | EpochReport | MiningProgress]:
         # the prior is that of the tiles the user's painting gave, before any hard negatives
         counts = np.bincount(self.tiles.classes, minlength=len(self.tiles.class_table))
         try:
@@ -188,18 +188,20 @@ class TrainingRun:
             if self.model is not None and self.model is not self.init_model:
                 set_prior(self.model, counts, self.config.prior)
 
-    def _rounds(self) -> Iterator[BatchProgress | EpochReport]:
+    def _rounds(self) -> Iterator[BatchProgress | EpochReport | MiningProgress]:
         cfg = self.config
         yield from self._fit(self.tiles, self.init_model, cfg.epochs, cfg.lr, 0, None)
         hard = np.zeros(len(self.tiles), bool)
         for r in range(1, cfg.hard_negative_rounds + 1):
             if self._stop or self.model is None:
                 return
-            from ._hardneg import mine_hard_negatives
-
             before = len(self.tiles)
-            self.tiles = mine_hard_negatives(self.model, self.tiles, min_score=cfg.hard_negative_score,
-                                             device=cfg.device)
+            try:
+                rows = yield from search_hard_negatives(self.model, self.tiles, min_score=cfg.hard_negative_score,
+                                                        device=cfg.device, round=r, cancel=lambda: self._stop)
+            except Cancelled:
+                return  # stopped while looking: the model of the last round is kept
+            self.tiles = with_hard_negatives(self.tiles, rows)
             added = len(self.tiles) - before
             self.hard_negatives.append(added)
             if added == 0:
@@ -208,7 +210,7 @@ class TrainingRun:
             yield from self._fit(self.tiles, self.model, max(2, cfg.epochs // 4), cfg.lr / 3, r, hard)
 
     def _fit(self, tiles, init_model, epochs: int, lr: float, round_: int,
-             hard: np.ndarray | None) -> Iterator[BatchProgress | EpochReport]:
+             hard: np.ndarray | None) -> Iterator[BatchProgress | EpochReport | MiningProgress]:
         """Train (or fine-tune ``init_model``) for ``epochs``; ``hard`` marks hard-negative tiles."""
         cfg = self.config
         device = resolve_device(cfg.device)
@@ -317,7 +319,7 @@ class TrainingRun:
 def train(
     tiles,
     *,
-    callback: Callable[[BatchProgress | EpochReport], None] | None = None,
+    callback: Callable[[BatchProgress | EpochReport | MiningProgress], None] | None = None,
     cancel: CancelToken = None,
     init_model: TileClassifier | None = None,
     **kw,
@@ -329,7 +331,8 @@ def train(
     tiles : TileSet
         Tiles from :func:`extract_tiles`.
     callback : callable, optional
-        Called with every :class:`BatchProgress` and :class:`EpochReport`.
+        Called with every :class:`BatchProgress`, :class:`EpochReport` and (with hard-negative
+        rounds) :class:`MiningProgress`.
     cancel : threading.Event or callable, optional
         Checked between batches; when set, training stops and the best model so far is returned.
         Stopped before the first epoch ends, there is no model: :class:`Cancelled` is raised.
