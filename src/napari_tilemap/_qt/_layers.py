@@ -45,7 +45,7 @@ def visible_box(viewer, layer) -> tuple[int, int, int, int]:
     if canvas is None:  # napari < 0.9 keeps no canvas model
         return 0, h, 0, w
     size = np.asarray(canvas.size, float)  # (height, width) in screen pixels
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera = camera_of(viewer)
     center = np.asarray(camera.center[-2:], float)
     half = size / float(camera.zoom) / 2
     corners = [layer.world_to_data(np.r_[center + d * half])[-2:] for d in ((-1, -1), (1, 1))]
@@ -90,3 +90,8 @@ def obvious_layer(viewer, kind):
     if active in candidates:
         return active
     return candidates[0] if len(candidates) == 1 else None
+
+
+def camera_of(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` from napari 0.9 on, ``viewer.camera`` before."""
+    return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera

@@ -26,7 +26,7 @@ from ..analysis._regions import regions
 from ..analysis._stats import format_table, statistics
 from . import _notify
 from ._controls import read_only_text
-from ._layers import yx_transform
+from ._layers import camera_of, yx_transform
 
 SHOWN_COLUMNS = ("region", "class_name", "area_px", "mean_score", "max_score")
 """Columns of the regions table shown in the dock (the Shapes layer's features hold them all)."""
@@ -226,7 +226,7 @@ class ResultsPanel(Container):
         """Centre the view on region ``row`` of the table (its centroid)."""
         (sy, sx), (ty, tx) = self._placement
         y, x = self.regions["centroid_y"][row], self.regions["centroid_x"][row]
-        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
+        camera = camera_of(self.viewer)
         camera.center = (ty + sy * y, tx + sx * x)
 
     def _on_row(self) -> None:

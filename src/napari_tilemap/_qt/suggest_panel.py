@@ -12,7 +12,7 @@ from napari.qt.threading import thread_worker
 from ..analysis._suggest import suggest
 from . import _notify
 from ._controls import device_combo
-from ._layers import check_2d, full_resolution, layer_combo, yx_transform
+from ._layers import camera_of, check_2d, full_resolution, layer_combo, yx_transform
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class SuggestPanel(Container):
             return
         self.index = (self.index + direction) % len(self.result)
         world = self.layer.data_to_world(self.result.positions[self.index])
-        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
+        camera = camera_of(self.viewer)
         camera.center = tuple(np.asarray(world, float)[-2:])
         self.layer.selected_data = {self.index}
         r = self.result

@@ -11,7 +11,7 @@ from napari.layers import Image, Labels
 from .._layerdata import table_from_metadata
 from ..learn._tiles import extract_tiles
 from . import _notify
-from ._layers import check_2d, full_resolution, layer_combo, yx_transform
+from ._layers import camera_of, check_2d, full_resolution, layer_combo, yx_transform
 
 IMBALANCE = 5.0
 BACKGROUND_OUTLINE = (1.0, 1.0, 1.0, 0.12)
@@ -100,7 +100,7 @@ class TilesPanel(Container):
             return
         image = self.image.value
         scale = yx_transform(image)[0] if image is not None else (1.0, 1.0)
-        centre = np.asarray(self.viewer.camera.center[-2:], float)
+        centre = np.asarray(camera_of(self.viewer).center[-2:], float)
         half = np.asarray(scale) * t / 2
         square = np.array([centre - half, centre + half])
         if name in self.viewer.layers:
