@@ -19,7 +19,7 @@ Every case runs once per seed (``--seeds``); the summary gives each figure's mea
 Run:
     python benchmarks/bench_accuracy.py [--threads 2] [--cases grass gravel brick mosaic demo]
         [--seeds 0 1] [--tile 64] [--preset medium] [--epochs 20] [--prior {tiles,balanced}]
-        [--hard-negatives N] [--augment flip rot90 ...] [--background-tiles N]
+        [--hard-negatives N] [--augment flip rot90 ...] [--background-tiles N] [--tta]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from scipy import ndimage as ndi
 from napari_tilemap import evaluate, extract_tiles, predict, sample_surface, train
 
 SURFACES = ("grass", "gravel", "brick")
+PREDICT: dict = {}
+"""Keyword arguments of every prediction (``tta=True`` with ``--tta``)."""
 
 
 def plant_defects(texture: np.ndarray, rng: np.random.Generator, n_pits: int, n_scratches: int):
@@ -161,11 +163,11 @@ def fmt(x) -> str:
 def run_defects(name: str, args) -> None:
     train_img, train_truth, test_img, test_truth = defect_case(name, args.seed)
     model, seconds, tiles = fit(train_img, train_truth, args)
-    ev = evaluate(model, test_img, test_truth, device="cpu")
+    ev = evaluate(model, test_img, test_truth, device="cpu", **PREDICT)
     thr = {k: v for k, v in ev.suggested_thresholds.items() if v is not None and k != "background"}
-    ev_t = evaluate(model, test_img, test_truth, device="cpu", threshold=thr) if thr else ev
+    ev_t = evaluate(model, test_img, test_truth, device="cpu", threshold=thr, **PREDICT) if thr else ev
     cut = {k: v for k, v in ev.suggested_min_scores.items() if v is not None}
-    ev_m = evaluate(model, test_img, test_truth, device="cpu", min_score=cut)
+    ev_m = evaluate(model, test_img, test_truth, device="cpu", min_score=cut, **PREDICT)
     counts = ", ".join(f"{k} {v}" for k, v in tiles.counts().items())
     print(f"\n[defects-{name}] train {seconds:.1f} s  tiles: {counts}  test objects: "
           f"{dict(zip(ev.object_class_names, ev.truth_objects.tolist()))}")
@@ -200,8 +202,8 @@ def run_mosaic(args) -> None:
     edge[:, :-1] |= test_cls[:, :-1] != test_cls[:, 1:]
     interior = ndi.distance_transform_edt(~edge) > args.tile // 2
     truth = np.where(interior, test_cls, 0).astype(np.uint8)
-    ev = evaluate(model, test_img, truth, unlabelled="ignore", device="cpu")
-    full = evaluate(model, test_img, test_cls, unlabelled="ignore", device="cpu")
+    ev = evaluate(model, test_img, truth, unlabelled="ignore", device="cpu", **PREDICT)
+    full = evaluate(model, test_img, test_cls, unlabelled="ignore", device="cpu", **PREDICT)
     SUMMARY["mosaic cell accuracy away from borders"].append(float(ev.accuracy))
     print(f"\n[mosaic] train {seconds:.1f} s  tiles: {tiles.counts()}")
     print(f"  cell accuracy away from borders {ev.accuracy:.4f} ({ev.cells} cells); everywhere {full.accuracy:.4f}; "
@@ -211,11 +213,11 @@ def run_mosaic(args) -> None:
 def run_demo(args) -> None:
     a, b = sample_surface((512, 512), seed=args.seed), sample_surface((512, 512), seed=args.seed + 1)
     model, seconds, tiles = fit(a.image, a.labels, args)
-    cmap = predict(model, b.image, device="cpu")
+    cmap = predict(model, b.image, device="cpu", **PREDICT)
     classes = np.asarray(cmap.classes)
     s = cmap.step
     centre = b.truth[s // 2 :: s, s // 2 :: s][: classes.shape[0], : classes.shape[1]]
-    ev = evaluate(model, b.image, b.truth, device="cpu")
+    ev = evaluate(model, b.image, b.truth, device="cpu", **PREDICT)
     print(f"\n[demo] train {seconds:.1f} s  tiles: {tiles.counts()}")
     for j, k in enumerate(ev.object_classes):
         v = ev.class_values[k]
@@ -240,12 +242,14 @@ def main() -> None:
     p.add_argument("--prior", choices=["tiles", "balanced"], default=None, help="default: the library's")
     p.add_argument("--background-tiles", type=int, default=None, help="default: the library's (cover the surface)")
     p.add_argument("--hard-negatives", type=int, default=0)
+    p.add_argument("--tta", action="store_true", help="predict with test-time augmentation")
     p.add_argument("--augment", nargs="+", default=None, help="augmentation names, or 'none'")
     args = p.parse_args()
+    PREDICT["tta"] = args.tta
     torch.set_num_threads(args.threads)
     print(f"{torch.get_num_threads()} torch threads, preset {args.preset}, T={args.tile}, epochs {args.epochs}, "
           f"prior {args.prior or 'default'}, hard negatives {args.hard_negatives}, augment {args.augment or 'default'}, "
-          f"background tiles {args.background_tiles or 'default'}, seeds {args.seeds}")
+          f"background tiles {args.background_tiles or 'default'}, tta {args.tta}, seeds {args.seeds}")
     t0 = time.perf_counter()
     for seed in args.seeds:
         args.seed = seed

@@ -1,6 +1,7 @@
 """Dense map vs classifying tiles one batch at a time, on the same model and image.
 
-Prints the time of each method, their ratio, and Mpx/s. Run:
+Prints the time of each method, their ratio, and Mpx/s; then the dense map with test-time
+augmentation (every orientation of each tile averaged). Run:
     python benchmarks/bench_dense.py [--size 1024] [--preset medium] [--tile 64] [--threads 2]
 """
 
@@ -59,6 +60,10 @@ def main() -> None:
     print(f"dense map      : {t_dense:8.2f} s  {mpx / t_dense:8.2f} Mpx/s")
     print(f"per-tile ({a.batch}/batch): {t_patch:8.2f} s  {mpx / t_patch:8.2f} Mpx/s")
     print(f"speed-up       : {t_patch / t_dense:8.1f}x   (max |difference| {err:.2e})")
+    t0 = time.perf_counter()
+    predict(model, image, device="cpu", tta=True)  # a model that records no augmentation: all eight orientations
+    t_tta = time.perf_counter() - t0
+    print(f"dense, 8-way test-time augmentation: {t_tta:8.2f} s  {mpx / t_tta:8.2f} Mpx/s  ({t_tta / t_dense:.1f}x)")
 
 
 if __name__ == "__main__":

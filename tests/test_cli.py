@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_tilemap import ClassificationMap, load_model, open_map
+from napari_tilemap import ClassificationMap, load_model, open_map, predict
 from napari_tilemap.cli import main
 
 
@@ -143,3 +143,14 @@ def test_predict_with_a_threshold_records_unknown_cells_beside_the_best_classes(
     out = tmp_path / "fresh.zarr"  # a bad min score fails before any work: no store is left behind
     _fails_with_one_line([*base[:4], str(out), "--min-score", "crack=0.5"], capsys, "min_score key 'crack'")
     assert not out.exists()
+
+    # test-time augmentation: the same scores as predict(tta=True), refused for a model that never turned
+    assert main([*base[:4], str(out), "--device", "cpu", "--tta"]) == 0
+    np.testing.assert_allclose(open_map(out).scores[...], predict(model, image, device="cpu", tta=True).scores,
+                               atol=1e-6)
+    capsys.readouterr()
+    model.record = {"augment": ["shift"]}
+    model.save(tmp_path / "upright.tilemap")
+    _fails_with_one_line(["predict", str(tmp_path / "upright.tilemap"), *base[2:4], str(tmp_path / "no.zarr"),
+                          "--tta"], capsys, "without 'flip' and 'rot90'")
+    assert not (tmp_path / "no.zarr").exists()

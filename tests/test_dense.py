@@ -6,15 +6,20 @@ import pytest
 from napari_tilemap import TilemapInputError, predict
 
 
-def reference_map(model, image):
-    """Cut every tile of the map by hand (numpy symmetric padding) and classify them one by one."""
+def hand_cut_tiles(model, image):
+    """Every tile of the map cut by hand (numpy symmetric padding), row-major; and the map's shape."""
     img = image if image.ndim == 3 else image[..., None]
     h, w = img.shape[:2]
     t, s = model.tile_size, model.step
     halo = (t - s) // 2
     rows, cols = -(-h // s), -(-w // s)
     padded = np.pad(img, ((halo, halo + rows * s - h), (halo, halo + cols * s - w), (0, 0)), mode="symmetric")
-    tiles = np.stack([padded[i * s : i * s + t, j * s : j * s + t] for i in range(rows) for j in range(cols)])
+    return np.stack([padded[i * s : i * s + t, j * s : j * s + t] for i in range(rows) for j in range(cols)]), rows, cols
+
+
+def reference_map(model, image):
+    """Cut every tile of the map by hand and classify them one by one."""
+    tiles, rows, cols = hand_cut_tiles(model, image)
     return model.classify_tiles(tiles).reshape(rows, cols, -1).transpose(2, 0, 1)
 
 
@@ -68,3 +73,50 @@ def test_predict_refuses_images_that_do_not_fit_the_model(random_model):
         predict(model, np.zeros((20, 64)), device="cpu")
     with pytest.raises(TilemapInputError, match="NaN"):
         predict(model, np.full((64, 64), np.nan), device="cpu")
+
+
+ALL_EIGHT = [(k, m) for k in range(4) for m in (False, True)]
+
+
+def reference_in_orientations(model, image, orientations):
+    """Every tile cut by hand and classified alone in each orientation; the mean of its scores."""
+    tiles, rows, cols = hand_cut_tiles(model, image)
+    total = 0.0
+    for k, mirror in orientations:
+        turned = np.rot90(tiles, k, axes=(1, 2))
+        total = total + model.classify_tiles(np.ascontiguousarray(turned[:, :, ::-1] if mirror else turned))
+    return (total / len(orientations)).reshape(rows, cols, -1).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("augment, orientations", [
+    (None, ALL_EIGHT),  # a model that records no augmentation was trained with flips and turns
+    (["flip", "rot90", "shift"], ALL_EIGHT),
+    (["rot90", "noise"], [(k, False) for k in range(4)]),
+    (["flip"], [(0, False), (0, True)]),  # training mirrored left-right only
+])
+def test_test_time_augmentation_averages_each_tile_in_the_orientations_it_was_trained_on(
+        random_model, augment, orientations, tmp_path):
+    model = random_model("small", 34, 1, classes=3, seed=5)
+    model.record = {} if augment is None else {"augment": augment}
+    image = np.random.default_rng(1).uniform(0, 255, (77, 101)).astype(np.float32)  # not a multiple of S
+    cmap = predict(model, image, block_size=40, device="cpu", tta=True)  # several blocks, edges reflected
+    np.testing.assert_allclose(cmap.scores, reference_in_orientations(model, image, orientations), atol=1e-4, rtol=0)
+    assert np.array_equal(cmap.classes, np.asarray(model.class_table.values)[np.asarray(cmap.scores).argmax(0)])
+    plain = predict(model, image, device="cpu")
+    assert np.abs(np.asarray(cmap.scores) - plain.scores).max() > 1e-3  # an untrained net is not invariant
+    # a store records it, and a run without it is another map, not a resume
+    from napari_tilemap import MapStoreError, open_map
+    from napari_tilemap.maps._mapstore import read_attrs
+
+    predict(model, image, tmp_path / "tta.zarr", block_size=40, device="cpu", tta=True)
+    assert read_attrs(tmp_path / "tta.zarr")["run"]["orientations"] == [list(o) for o in orientations]
+    np.testing.assert_allclose(open_map(tmp_path / "tta.zarr").scores[...], cmap.scores, atol=1e-6)
+    with pytest.raises(MapStoreError):
+        predict(model, image, tmp_path / "tta.zarr", block_size=40, device="cpu")
+
+
+def test_test_time_augmentation_is_refused_for_a_model_trained_without_flips_and_turns(random_model):
+    model = random_model("small", 32, 1)
+    model.record = {"augment": ["shift", "intensity"]}
+    with pytest.raises(TilemapInputError, match="without 'flip' and 'rot90'"):
+        predict(model, np.zeros((64, 64), np.float32), device="cpu", tta=True)

@@ -393,8 +393,8 @@ def test_a_block_with_wrong_shape_or_nan_scores_is_never_written(two_models, tmp
     a, _ = two_models
     real = blockrun.dense_scores
 
-    def broken(net, window, device=None):
-        s = real(net, window, device)
+    def broken(net, window, device=None, orientations=blockrun.AS_IS):
+        s = real(net, window, device, orientations)
         return s[:, :-1] if fault == "shape" else np.full_like(s, np.nan)
 
     monkeypatch.setattr(blockrun, "dense_scores", broken)

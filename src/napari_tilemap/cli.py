@@ -104,6 +104,10 @@ MIN_SCORE_HELP = ("regions whose peak score is below this become 'unknown' (255)
                   "('tilemap evaluate' suggests one; default: none)")
 
 
+TTA_HELP = ("test-time augmentation: average each tile's scores over the quarter turns and mirrors the model was "
+            "trained on (steadier on busy surfaces; up to 8x the time)")
+
+
 AUGMENT_NAMES = ("flip", "rot90", "rotate", "shift", "intensity", "noise", "blur")
 PRIOR_NAMES, DEFAULT_PRIOR = ("tiles", "balanced"), "balanced"  # as TrainConfig, without importing torch
 PRIOR_HELP = ("class frequencies the scores assume: balanced = every class equally likely (finds rare classes, "
@@ -227,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing, different map store")
     r.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
     r.add_argument("--min-score", type=_threshold_arg, default=None, metavar="S", help=MIN_SCORE_HELP)
+    r.add_argument("--tta", action="store_true", help=TTA_HELP)
     r.set_defaults(run=_predict)
 
     e = _subparser(sub, "evaluate", "measure a model against labelled images: cells, objects, scores")
@@ -244,6 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="replace the files of an earlier report in DIR")
     e.add_argument("--chunk", type=int, default=1024, help="work block side in pixels; memory grows with its square")
     e.add_argument("--device", default="auto", help=DEVICE_HELP)
+    e.add_argument("--tta", action="store_true", help=TTA_HELP)
     e.set_defaults(run=_evaluate)
 
     from ._cli_export import add_export_parser
@@ -460,6 +466,10 @@ def _predict(args) -> int:
     for value, what in ((args.threshold, "threshold"), (args.min_score, "min_score")):
         if value is not None:  # a bad value fails before any work
             normalize_threshold(value, model.class_table, what)
+    if args.tta:
+        from .maps._dense import trained_orientations
+
+        trained_orientations(model)
     if len(args.images) > 1:
         out.mkdir(exist_ok=True)
     done: list[str] = []
@@ -469,6 +479,7 @@ def _predict(args) -> int:
         cmap = _predict_with_bar(
             model, image, store, block_size=args.chunk, device=args.device, overwrite=args.overwrite,
             workers=args.workers, scheduler=args.scheduler, scores_dtype="float16" if args.float16 else "float32",
+            tta=args.tta,
         )
         if args.threshold is not None or args.min_score is not None:
             from .maps._threshold import write_threshold
@@ -525,7 +536,7 @@ def _evaluate(args) -> int:
     try:
         result = evaluate(model, args.pairs[0::2], args.pairs[1::2], unlabelled=args.unlabelled,
                           threshold=args.threshold, min_score=args.min_score, block_size=args.chunk,
-                          device=args.device, callback=progress)
+                          device=args.device, tta=args.tta, callback=progress)
     finally:
         if shown is not None:
             shown.close()

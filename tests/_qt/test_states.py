@@ -172,3 +172,19 @@ def test_class_names_and_colours_are_edited_in_the_widget_and_carried_by_the_lay
     assert set(tiles.image_index) == {0, 1}
     assert tiles.counts()["stain"] == 0 and tiles.class_table.names[1] == "pit"
     assert not notifications["error"], notifications
+
+
+def test_test_time_augmentation_from_the_predict_tab(dock, qtbot, small_sample, random_model, notifications):
+    viewer, w = dock
+    model = random_model("small", 32, 1)
+    w.session.model = model
+    w.prediction.image.value = viewer.add_image(small_sample.image, name="surface")
+    w.prediction.device.value = "cpu"
+    w.prediction.tta.value = True
+    w.prediction.predict.clicked()
+    wait_for(qtbot, w.prediction)
+    expected = predict(model, small_sample.image, device="cpu", tta=True)
+    np.testing.assert_allclose(np.asarray(w.session.map.scores), expected.scores, atol=1e-5)
+    model.record = {"augment": ["shift"]}  # a direction-dependent defect: trained without flips and turns
+    w.prediction.predict.clicked()
+    assert "without 'flip' and 'rot90'" in notifications["error"][-1] and w.prediction.worker is None

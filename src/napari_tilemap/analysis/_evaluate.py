@@ -311,6 +311,7 @@ def evaluate(
     target_precision: float = 0.95,
     block_size: int = 1024,
     device: str = "auto",
+    tta: bool = False,
     callback: Callable[[EvaluationProgress], None] | None = None,
     cancel: CancelToken = None,
 ) -> Evaluation:
@@ -345,6 +346,8 @@ def evaluate(
         Side of a work block in image pixels (prediction and reading).
     device : str
         'auto', 'cpu', 'cuda' or 'mps' for prediction.
+    tta : bool
+        Predict with test-time augmentation (see :func:`~napari_tilemap.predict`); with a model only.
     callback : callable, optional
         Called with an :class:`EvaluationProgress` after every block.
     cancel : threading.Event or callable, optional
@@ -376,6 +379,12 @@ def evaluate(
     if int(block_size) < 1:
         raise TilemapInputError(f"block_size must be a positive number of pixels, got {block_size!r}")
     maps, model = _maps_or_model(model_or_map)
+    if tta and model is None:
+        raise TilemapInputError("tta applies when evaluating a model: predict the maps with tta=True instead")
+    if tta:
+        from ..maps._dense import trained_orientations
+
+        trained_orientations(model)  # refused before any work
     table = model.class_table if model is not None else maps[0].class_table
     truths = _as_list(truth)
     if not truths:
@@ -421,7 +430,7 @@ def evaluate(
             centre, presence = reduce_truth(source, geometry, table, unlabelled, cells, label,
                                             functools.partial(report, "truth"))
             if model is not None:
-                cmap = _predict(model, image_source, int(block_size), device, stack, report, cancel)
+                cmap = _predict(model, image_source, int(block_size), device, stack, report, cancel, tta)
             else:
                 cmap = maps[n]
             tally.add_map(cmap, centre, presence, cells, functools.partial(report, "compare"))
@@ -638,7 +647,7 @@ def _short_cut(cut: float, dropped: float, kept: float) -> float:
 
 
 def _predict(model, source: ImageSource, block_size: int, device: str, stack: contextlib.ExitStack, report,
-             cancel: CancelToken) -> ClassificationMap:
+             cancel: CancelToken, tta: bool = False) -> ClassificationMap:
     """The model's map of ``source``: in memory when it fits in one block, else in a temporary store."""
     from ..maps._predict import predict
 
@@ -647,7 +656,7 @@ def _predict(model, source: ImageSource, block_size: int, device: str, stack: co
     if max(model.geometry(source.shape).map_shape) > cells:
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tilemap-evaluate-"))
         out = Path(folder) / "map.zarr"
-    return predict(model, source, out, block_size=block_size, device=device, pyramid=False,
+    return predict(model, source, out, block_size=block_size, device=device, pyramid=False, tta=tta,
                    callback=lambda e: report("predict", e.done, e.total, check=False), cancel=cancel)
 
 

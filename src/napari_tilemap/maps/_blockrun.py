@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._geometry import MapGeometry
-from ._dense import dense_scores, read_window, window_indices
+from ._dense import AS_IS, Orientation, dense_scores, read_window, window_indices
 
 Block = tuple[tuple[int, int], tuple[int, int]]
 
@@ -30,6 +30,8 @@ class BlockPlan:
     scores_dtype: str
     store: str | None
     device: str
+    orientations: tuple[Orientation, ...] = AS_IS
+    """Orientations averaged per block (test-time augmentation); the window as it is by default."""
 
 
 def block_grid(map_shape: tuple[int, int], block_cells: int) -> list[Block]:
@@ -65,9 +67,9 @@ def run_blocks(blocks: list[Block], source, plan: BlockPlan, net_and_device, arr
     net, device = net_and_device
     windows = [read_window(source, *window_indices(plan.geometry, rows, cols)) for rows, cols in blocks]
     if len(windows) > 1 and len({w.shape for w in windows}) == 1:
-        results = list(dense_scores(net, np.stack(windows), device))
+        results = list(dense_scores(net, np.stack(windows), device, plan.orientations))
     else:
-        results = [dense_scores(net, w, device) for w in windows]
+        results = [dense_scores(net, w, device, plan.orientations) for w in windows]
     if arrays is None:
         import zarr
 

@@ -1,4 +1,9 @@
-"""The block function: one fully-convolutional pass over an image window with its halo."""
+"""The block function: one fully-convolutional pass over an image window with its halo.
+
+With test-time augmentation the window is also turned by multiples of 90° and mirrored: a
+window is the union of its cells' tiles, laid S apart, so every orientation of the window holds
+every cell's tile in that orientation, and turning the scores back lines each cell up again.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +45,15 @@ def read_window(image, row_idx: np.ndarray, col_idx: np.ndarray) -> np.ndarray:
     return box[np.ix_(row_idx - r0, col_idx - c0)]
 
 
-def dense_scores(net: torch.nn.Module, window: np.ndarray, device: torch.device | None = None) -> np.ndarray:
+Orientation = tuple[int, bool]
+"""A quarter-turn count k (``np.rot90``) and whether the turned window is then mirrored left-right."""
+
+AS_IS: tuple[Orientation, ...] = ((0, False),)
+"""The window as it is: no test-time augmentation."""
+
+
+def dense_scores(net: torch.nn.Module, window: np.ndarray, device: torch.device | None = None,
+                 orientations: tuple[Orientation, ...] = AS_IS) -> np.ndarray:
     """Class scores for every tile position in ``window`` (or a stack of equal windows).
 
     Parameters
@@ -50,11 +63,26 @@ def dense_scores(net: torch.nn.Module, window: np.ndarray, device: torch.device 
         model's output activation (softmax or sigmoid), and its output is returned as it is.
     window : ndarray of shape ([N,] (rows-1)*S + T, (cols-1)*S + T, C)
         Raw image intensities including the halo.
+    orientations : tuple of (int, bool)
+        The orientations whose scores are averaged (test-time augmentation); default the window
+        as it is.
 
     Returns
     -------
     ndarray of shape ([N,] classes, rows, cols), float32
     """
+    if orientations == AS_IS:
+        return _scores(net, window, device)
+    total = None
+    for k, mirror in orientations:
+        turned = np.rot90(window, k, axes=(-3, -2))
+        scores = _scores(net, turned[..., ::-1, :] if mirror else turned, device)
+        scores = np.rot90(scores[..., ::-1] if mirror else scores, -k, axes=(-2, -1))
+        total = scores.astype(np.float64) if total is None else total + scores
+    return (total / len(orientations)).astype(np.float32)
+
+
+def _scores(net: torch.nn.Module, window: np.ndarray, device: torch.device | None) -> np.ndarray:
     if device is None:
         device = next(net.parameters()).device
     batch = np.asarray(window).ndim == 4
@@ -64,3 +92,28 @@ def dense_scores(net: torch.nn.Module, window: np.ndarray, device: torch.device 
     with torch.inference_mode():
         out = net(x.to(device, non_blocking=True)).float().cpu().numpy()
     return out if batch else out[0]
+
+
+def trained_orientations(model) -> tuple[Orientation, ...]:
+    """The orientations ``model`` learnt to score alike: from the augmentations of its training
+    (``rot90``: the four quarter turns; ``flip``: left-right mirrors; both: all eight). A model that
+    records no augmentation (made before they were recorded) was trained with both.
+
+    Raises
+    ------
+    TilemapInputError
+        The model was trained without ``flip`` and ``rot90``: other orientations are new to it.
+    """
+    from .._errors import TilemapInputError
+
+    recorded = (model.record or {}).get("augment")
+    names = {"flip", "rot90"} if recorded is None else set(recorded)
+    turns = range(4) if "rot90" in names else (0,)
+    mirrors = (False, True) if "flip" in names else (False,)
+    out = tuple((k, m) for k in turns for m in mirrors)
+    if len(out) < 2:
+        raise TilemapInputError(
+            "test-time augmentation averages the orientations a model was trained on, and this one was trained "
+            "without 'flip' and 'rot90' (a direction-dependent defect?): predict without it"
+        )
+    return out

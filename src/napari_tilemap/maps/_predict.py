@@ -33,6 +33,7 @@ from ._blockrun import (
     remote_run_blocks,
     run_blocks,
 )
+from ._dense import AS_IS, trained_orientations
 from ._mapoutput import finish_output, prepare_output
 from ._mapstore import ClassificationMap, open_map
 from ._outputlock import OutputLock
@@ -64,6 +65,7 @@ def iter_predict(
     scheduler: str | None = None,
     gpu_batch: int = 8,
     pyramid: bool = True,
+    tta: bool = False,
 ) -> Generator[BlockDone, None, ClassificationMap]:
     """Like :func:`predict`, as a generator of :class:`BlockDone` events.
 
@@ -77,6 +79,7 @@ def iter_predict(
     from ..learn._modelfile import model_digest, model_to_bytes
 
     geometry = model.geometry(source.shape)
+    orientations = trained_orientations(model) if tta else AS_IS
     cells = _block_cells(block_size, model.step)
     distributed = client is not None or scheduler is not None
     if distributed and out is None:
@@ -100,11 +103,13 @@ def iter_predict(
             arrays = None
             run = {"model_sha256": digest, "image": source.fingerprint(), "block_cells": cells,
                    "scores_dtype": str(np.dtype(scores_dtype))}
+            if tta:  # recorded only when on, so that stores written before it existed still resume
+                run["orientations"] = [[k, m] for k, m in orientations]
             work, todo = prepare_output(output, geometry, model.class_table, cells=cells, scores_dtype=scores_dtype,
                                         run=run, overwrite=overwrite, blocks=blocks)
             partial = open_map(work)
         plan = BlockPlan(geometry, cells, model.class_table.values, str(np.dtype(scores_dtype)),
-                         None if work is None else str(work), device_name)
+                         None if work is None else str(work), device_name, orientations)
         per_task = gpu_batch if device_name.startswith("cuda") else 1
         tasks = [todo[i : i + per_task] for i in range(0, len(todo), per_task)]
         done = len(blocks) - len(todo)
@@ -138,6 +143,7 @@ def predict(
     client=None,
     scheduler: str | None = None,
     pyramid: bool = True,
+    tta: bool = False,
     callback: Callable[[BlockDone], None] | None = None,
     cancel: CancelToken = None,
 ) -> ClassificationMap:
@@ -173,6 +179,11 @@ def predict(
         Address of a dask scheduler to connect to instead of ``client``.
     pyramid : bool
         Add downsampled ``classes_i`` / ``scores_i`` levels for display.
+    tta : bool
+        Test-time augmentation: each cell's scores are the mean over its tile in every
+        orientation the model was trained on (all eight quarter turns and mirrors with the
+        ``flip`` and ``rot90`` augmentations), which steadies them on busy surfaces at that many
+        times the work. Recorded in the store's ``run``.
     callback : callable, optional
         Called with a :class:`BlockDone` after every block.
     cancel : threading.Event or callable, optional
@@ -186,7 +197,8 @@ def predict(
     Raises
     ------
     TilemapInputError
-        Unreadable image, wrong dimensions or channel count, NaN values.
+        Unreadable image, wrong dimensions or channel count, NaN values; ``tta`` with a model
+        trained without ``flip`` and ``rot90``.
     MapStoreError
         ``out`` holds something else, or a different map and ``overwrite`` is false.
 
@@ -198,7 +210,7 @@ def predict(
     """
     gen = iter_predict(
         model, image, out, block_size=block_size, device=device, scores_dtype=scores_dtype, overwrite=overwrite,
-        workers=workers, client=client, scheduler=scheduler, pyramid=pyramid,
+        workers=workers, client=client, scheduler=scheduler, pyramid=pyramid, tta=tta,
     )
     try:
         while True:
