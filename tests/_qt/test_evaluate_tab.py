@@ -10,7 +10,7 @@ from .conftest import wait_for
 
 
 def test_evaluate_shows_the_figures_of_the_api_and_saves_a_report(dock, qtbot, small_sample, random_model,
-                                                                  notifications, tmp_path):
+                                                                  notifications, tmp_path, monkeypatch):
     viewer, w = dock
     model = random_model("small", 32, 1)
     w.session.model = model
@@ -36,6 +36,21 @@ def test_evaluate_shows_the_figures_of_the_api_and_saves_a_report(dock, qtbot, s
     saved = json.loads((tmp_path / "report" / "evaluation.json").read_text())
     assert saved == json.loads(json.dumps(expected.to_dict()))
     assert (tmp_path / "report" / "confusion.png").stat().st_size > 0
+
+    # a min peak score and test-time augmentation, as 'tilemap evaluate --min-score S --tta' gives them
+    import napari_tilemap._qt.evaluate_panel as evaluate_panel
+
+    asked = []
+    monkeypatch.setattr(evaluate_panel, "evaluate", lambda *a, **kw: asked.append(kw) or evaluate(*a, **kw))
+    panel.threshold.value, panel.min_score.value, panel.tta.value = 0.0, 0.9, True
+    panel.evaluate.clicked()
+    wait_for(qtbot, panel)
+    assert (asked[-1]["threshold"], asked[-1]["min_score"], asked[-1]["tta"]) == (None, 0.9, True)
+    again = evaluate(model, small_sample.image, small_sample.truth, min_score=0.9, tta=True, device="cpu")
+    assert panel.result.min_scores == again.min_scores == (0.0, 0.9, 0.9) and panel.summary.value == again.summary()
+    np.testing.assert_array_equal(panel.result.confusion, again.confusion)
+    model.record = {"augment": ["shift"]}  # trained upright: refused before any work
+    assert panel.start() is None and "without 'flip' and 'rot90'" in notifications["error"][-1]
 
 
 def test_evaluate_refuses_a_truth_of_another_shape_with_a_notification(dock, small_sample, random_model,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -23,6 +24,7 @@ from napari.utils import progress
 
 from ..analysis._evaluate import evaluate
 from ..analysis._report import write_report
+from ..maps._dense import trained_orientations
 from . import _notify
 from ._controls import device_combo, read_only_text
 from ._layers import check_2d, full_resolution, layer_combo, plane_shape
@@ -37,6 +39,8 @@ class EvaluateParams:
     threshold: float | None
     block_size: int
     device: str
+    min_score: float | None = None
+    tta: bool = False
 
 
 @thread_worker
@@ -46,7 +50,8 @@ def _evaluate_job(model, image, truth, params: EvaluateParams, cancel: threading
     with ThreadPoolExecutor(1, thread_name_prefix="tilemap-evaluate") as pool:
         future = pool.submit(
             evaluate, model, image, truth, unlabelled=params.unlabelled, threshold=params.threshold,
-            block_size=params.block_size, device=params.device, callback=events.put, cancel=cancel,
+            min_score=params.min_score, block_size=params.block_size, device=params.device, tta=params.tta,
+            callback=events.put, cancel=cancel,
         )
         while not (future.done() and events.empty()):
             try:
@@ -68,8 +73,10 @@ class EvaluatePanel(Container):
             choices=[("are background (full truth)", "background"), ("are ignored (sparse painting)", "ignore")],
         )
         self.threshold = FloatSpinBox(label="reject threshold", value=0.0, min=0.0, max=1.0, step=0.05)
+        self.min_score = FloatSpinBox(label="min peak score", value=0.0, min=0.0, max=1.0, step=0.01)
         self.block_size = SpinBox(label="block size", value=1024, min=64, max=16384, step=64)
         self.device = device_combo()
+        self.tta = CheckBox(label="test-time augmentation", value=False)
         self.evaluate = PushButton(text="Evaluate")
         self.stop = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
@@ -78,8 +85,8 @@ class EvaluatePanel(Container):
         self.report_dir = FileEdit(label="report folder", mode="d")
         self.save = PushButton(text="Save report")
         super().__init__(widgets=[
-            self.image, self.truth, self.unlabelled, self.threshold, self.block_size, self.device, self.evaluate,
-            self.stop, self.status, self.plot, self.summary, self.report_dir, self.save,
+            self.image, self.truth, self.unlabelled, self.threshold, self.min_score, self.block_size, self.device,
+            self.tta, self.evaluate, self.stop, self.status, self.plot, self.summary, self.report_dir, self.save,
         ])
         self.tooltips()
         self.plot.visible = self.summary.visible = False  # shown with the first result, not as empty frames
@@ -96,6 +103,10 @@ class EvaluatePanel(Container):
         self.unlabelled.tooltip = ("Full truth: value 0 is background and is scored. Sparse painting: only "
                                    "painted pixels are scored")
         self.threshold.tooltip = "Cells whose best score is below this are 'unknown' (0: no threshold)"
+        self.min_score.tooltip = ("Regions whose highest score is below this are 'unknown', whole, as the Predict "
+                                  "tab's slider shows them (0: none); the suggested min score is of every "
+                                  "region")
+        self.tta.tooltip = "Predict with test-time augmentation, as the Predict tab's checkbox does (up to 8x the time)"
         self.image.tooltip = "The image to classify and compare with the truth; follows the layer you add or select"
         self.block_size.tooltip = "Side in pixels of the blocks the image is classified in; memory grows with its square"
         self.evaluate.tooltip = "Classify the image and compare every cell and object with the truth"
@@ -104,9 +115,10 @@ class EvaluatePanel(Container):
         self.save.tooltip = "Write the report of the last evaluation into the report folder"
 
     def params(self) -> EvaluateParams:
-        threshold = float(self.threshold.value)
+        threshold, min_score = float(self.threshold.value), float(self.min_score.value)
         return EvaluateParams(self.unlabelled.value, threshold if threshold > 0 else None,
-                              int(self.block_size.value), self.device.value)
+                              int(self.block_size.value), self.device.value, min_score if min_score > 0 else None,
+                              bool(self.tta.value))
 
     def start(self):
         """Evaluate the current model on the chosen image against the chosen truth."""
@@ -123,6 +135,8 @@ class EvaluatePanel(Container):
             if plane_shape(image) != plane_shape(truth):
                 raise ValueError(f"the truth {truth.name!r} has shape {plane_shape(truth)} but the image "
                                  f"{image.name!r} has {plane_shape(image)}; choose the labels drawn on this image")
+            if self.tta.value:
+                trained_orientations(model)  # a model without flips and turns is told before any work
         except ValueError as err:
             _notify.error(f"Evaluation: {err}")
             return None
