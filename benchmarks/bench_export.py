@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-TASKS = ("base", "regions", "statistics", "geojson", "coco", "csv", "tiff", "min_score", "write_min_score")
+TASKS = ("base", "regions", "statistics", "geojson", "coco", "csv", "tiff", "suggest", "min_score", "write_min_score")
 """``min_score``: the regions with a min peak score of 0.9 (the map's rule, then the table);
-``write_min_score``: that rule written into the store (last: it changes the store)."""
+``write_min_score``: that rule written into the store (last: it changes the store); ``suggest``: the
+20 most uncertain cells, spaced a tile apart."""
 
 
 def build_store(path: Path, size: int, step: int, chunk: int = 64, seed: int = 0) -> None:
@@ -83,6 +84,10 @@ def measure(task: str, store: Path, folder: Path, traced: bool = False) -> dict:
     info = ""
     if task == "regions":
         info = f"{len(cmap.regions()['region'])} regions"
+    elif task == "suggest":
+        from napari_tilemap import suggest
+
+        info = f"{len(suggest(cmap, n=20))} suggestions"
     elif task == "min_score":
         info = f"{len(cmap.regions(min_score=0.9)['region'])} regions reach 0.9"
     elif task == "write_min_score":

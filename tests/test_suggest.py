@@ -8,6 +8,8 @@ from napari_tilemap._geometry import MapGeometry
 from napari_tilemap.analysis._suggest import suggest
 from napari_tilemap.maps._mapstore import ClassificationMap
 
+from .test_regions import write_store
+
 
 def made_map(scores, step=8, tile=32):
     k, h, w = scores.shape
@@ -72,6 +74,25 @@ def test_suggest_with_a_model_predicts_the_image(random_model):
     via_map = suggest(predict(model, image, device="cpu"), n=6)
     np.testing.assert_array_equal(direct.cells, via_map.cells)
     assert (direct.positions < [96, 128]).all()
+
+
+def test_a_map_read_block_by_block_gives_the_same_suggestions(tmp_path, random_model):
+    scores = random_scores((3, 61, 47), seed=4)
+    scores[:, 10:30, 5:40] = np.round(scores[:, 10:30, 5:40], 1)  # many equal margins: ties go row-major
+    cmap = made_map(scores)
+    whole = suggest(cmap, n=30, spacing=20, block_cells=1000)
+    assert len(whole) == 30
+    stored = write_store(tmp_path / "m.zarr", cmap, chunk=9, pyramid=False)
+    for block in (5, 8, 13):
+        for source in (cmap, stored):
+            again = suggest(source, n=30, spacing=20, block_cells=block)
+            np.testing.assert_array_equal(again.cells, whole.cells)
+            np.testing.assert_allclose(again.scores, whole.scores)
+    # a model's map larger than one block goes through a temporary store and gives the same suggestions
+    model = random_model("small", 32, 1, classes=3)
+    image = np.random.default_rng(0).integers(0, 255, (96, 128)).astype(np.uint8)
+    np.testing.assert_array_equal(suggest(model, image, n=6, device="cpu", block_size=64).cells,
+                                  suggest(predict(model, image, device="cpu"), n=6).cells)
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -4,11 +4,19 @@ A cell's uncertainty is its *margin*: the best class score minus the second best
 means the model hesitates between two classes there (a likely false alarm or a likely miss), so
 painting the truth there teaches it most. Suggestions are taken by increasing margin, skipping
 cells closer than ``spacing`` pixels to one already taken, so they do not cluster on one spot.
+
+The map is read block by block. Taking ``n`` suggestions looks at no more than ``n * (D + 1)``
+cells in margin order, D being the cells a suggestion's spacing disc blocks, so each block gives
+only its ``n * (D + 1)`` smallest margins (and their ties) and the greedy pass over the merged
+candidates is exactly the one over the whole map; memory does not grow with the map.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -68,7 +76,7 @@ class Suggestions:
 
 
 def suggest(model_or_map, image=None, n: int = 20, spacing: float | None = None, *, device: str = "auto",
-            block_size: int = 1024) -> Suggestions:
+            block_size: int = 1024, block_cells: int = 1024) -> Suggestions:
     """Rank map cells by uncertainty and return the ``n`` most uncertain, at least ``spacing`` apart.
 
     Parameters
@@ -83,7 +91,10 @@ def suggest(model_or_map, image=None, n: int = 20, spacing: float | None = None,
         Smallest distance in image pixels between two suggestions (Euclidean, between cell
         centres); default the tile size T, so that no two suggestions share their centre tile's area.
     device, block_size
-        Passed to :func:`~napari_tilemap.predict` with a model.
+        Passed to :func:`~napari_tilemap.predict` with a model (a map larger than one block
+        goes to a temporary store, removed afterwards).
+    block_cells : int
+        Side, in map cells, of the blocks the map is read in.
 
     Returns
     -------
@@ -106,56 +117,87 @@ def suggest(model_or_map, image=None, n: int = 20, spacing: float | None = None,
 
     if isinstance(n, bool) or int(n) != n or n < 1:
         raise TilemapInputError(f"n must be a whole number of suggestions >= 1, got {n!r}")
-    if isinstance(model_or_map, TileClassifier):
-        if image is None:
-            raise TilemapInputError("suggest with a model needs the image: suggest(model, image)")
-        cmap = predict(model_or_map, image, device=device, block_size=block_size, pyramid=False)
-    elif isinstance(model_or_map, ClassificationMap):
-        cmap = model_or_map
-    else:
+    if not isinstance(model_or_map, (TileClassifier, ClassificationMap)):
         raise TilemapInputError(f"expected a TileClassifier or a ClassificationMap, got {type(model_or_map).__name__}")
+    if isinstance(model_or_map, TileClassifier) and image is None:
+        raise TilemapInputError("suggest with a model needs the image: suggest(model, image)")
+    if spacing is not None and (not np.isfinite(float(spacing)) or float(spacing) < 0):
+        raise TilemapInputError(f"spacing must be a distance in pixels >= 0, got {spacing!r}")
+    with contextlib.ExitStack() as stack:
+        if isinstance(model_or_map, TileClassifier):
+            from ..io._sources import open_image
+
+            model, source, out = model_or_map, open_image(image), None
+            if max(model.geometry(source.shape).map_shape) > max(1, block_size // model.step):
+                out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tilemap-suggest-"))) / "map.zarr"
+            cmap = predict(model, source, out, device=device, block_size=block_size, pyramid=False)
+        else:
+            cmap = model_or_map
+        return _suggest_on(cmap, int(n), spacing, int(block_cells))
+
+
+def _suggest_on(cmap, n: int, spacing: float | None, block_cells: int) -> Suggestions:
     geometry, table = cmap.geometry, cmap.class_table
     spacing = float(geometry.tile_size if spacing is None else spacing)
-    if not np.isfinite(spacing) or spacing < 0:
-        raise TilemapInputError(f"spacing must be a distance in pixels >= 0, got {spacing!r}")
-    scores = np.asarray(cmap.scores, np.float32)
-    if scores.shape[0] < 2:
+    if cmap.scores.shape[0] < 2:
         raise TilemapInputError("suggestions need a map of at least two classes")
-    top2 = -np.partition(-scores, 1, axis=0)[:2]
-    margin = top2[0] - top2[1]
-    order = np.argsort(margin, axis=None, kind="stable")
-    chosen = _spaced(order, margin.shape, spacing / geometry.step, int(n))
-    ci, cj = np.unravel_index(chosen, margin.shape)
-    cell_scores = scores[:, ci, cj].T
+    radius = spacing / geometry.step
+    r = int(np.ceil(radius))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    blocked = int((dy**2 + dx**2 < radius**2).sum())
+    chosen = _spaced(_candidates(cmap.scores, n * (blocked + 1), block_cells), cmap.shape, radius, n)
+    ci, cj = np.unravel_index(chosen, cmap.shape)
+    k = cmap.scores.shape[0]
+    cell_scores = np.array([np.asarray(cmap.scores[:, i, j], np.float32) for i, j in zip(ci, cj)],
+                           np.float32).reshape(-1, k)
     ranked = np.argsort(-cell_scores, axis=1, kind="stable")
     values = np.asarray(table.values, np.int64)
+    top2 = -np.sort(-cell_scores, axis=1)[:, :2] if len(ci) else np.zeros((0, 2), np.float32)
     return Suggestions(
         positions=geometry.cell_centers(ci, cj).astype(np.float64).reshape(-1, 2),
         cells=np.stack([ci, cj], 1).astype(np.int64).reshape(-1, 2),
-        margins=margin[ci, cj].astype(np.float32),
-        scores=cell_scores.astype(np.float32).reshape(-1, scores.shape[0]),
+        margins=(top2[:, 0] - top2[:, 1]).astype(np.float32),
+        scores=cell_scores,
         best=values[ranked[:, 0]] if len(ci) else np.zeros(0, np.int64),
         runner_up=values[ranked[:, 1]] if len(ci) else np.zeros(0, np.int64),
         class_names=tuple(table.names), class_values=tuple(int(v) for v in table.values), spacing=spacing,
     )
 
 
+def _candidates(scores, per_block: int, block_cells: int) -> np.ndarray:
+    """Flat cell indices of each block's ``per_block`` smallest margins (ties included), ordered by
+    margin, then by flat index (row-major)."""
+    from ..maps._blockrun import block_grid
+
+    h, w = scores.shape[1:]
+    flats, margins = [], []
+    for (r0, r1), (c0, c1) in block_grid((h, w), block_cells):
+        block = np.asarray(scores[:, r0:r1, c0:c1], np.float32)
+        top2 = -np.partition(-block, 1, axis=0)[:2]
+        margin = (top2[0] - top2[1]).ravel()
+        if per_block < margin.size:
+            margin_keep = margin <= np.partition(margin, per_block - 1)[per_block - 1]
+        else:
+            margin_keep = np.ones(margin.size, bool)
+        local = np.flatnonzero(margin_keep)
+        flats.append((local // (c1 - c0) + r0) * w + local % (c1 - c0) + c0)
+        margins.append(margin[local])
+    flat = np.concatenate(flats)
+    return flat[np.lexsort((flat, np.concatenate(margins)))]
+
+
 def _spaced(order: np.ndarray, shape: tuple[int, int], radius: float, n: int) -> np.ndarray:
     """The first ``n`` flat cell indices of ``order`` that lie ``radius`` cells or more from every
-    earlier pick (greedy; a blocked-cell mask makes each test O(1))."""
-    blocked = np.zeros(shape, bool)
-    r = int(np.ceil(radius))
-    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
-    disc = dy**2 + dx**2 < radius**2
+    earlier pick (greedy)."""
     picks: list[int] = []
+    ys, xs = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for flat in order:
         i, j = divmod(int(flat), shape[1])
-        if blocked[i, j]:
+        k = len(picks)
+        if k and ((ys[:k] - i) ** 2 + (xs[:k] - j) ** 2 < radius**2).any():
             continue
         picks.append(int(flat))
+        ys[k], xs[k] = i, j
         if len(picks) == n:
             break
-        y0, x0 = max(i - r, 0), max(j - r, 0)
-        y1, x1 = min(i + r + 1, shape[0]), min(j + r + 1, shape[1])
-        blocked[y0:y1, x0:x1] |= disc[y0 - i + r : y1 - i + r, x0 - j + r : x1 - j + r]
     return np.asarray(picks, np.int64)
