@@ -16,9 +16,9 @@ from napari_tilemap import sample_surface
 HERE = Path(__file__).parent
 
 
-def wait(panel, timeout: float = 300) -> None:
+def wait(panel, timeout: float = 300, worker: str = "worker") -> None:
     end = time.monotonic() + timeout
-    while panel.worker is not None and time.monotonic() < end:
+    while getattr(panel, worker) is not None and time.monotonic() < end:
         QApplication.processEvents()
         time.sleep(0.02)
 
@@ -77,12 +77,13 @@ def main() -> None:
 
     w.results.map_layer.value = viewer.layers["surface map classes"]
     w.results.threshold.value = 0.5
-    w.results.min_score.value = 0.95  # weak regions (false alarms on the texture) left out whole
+    w.results.min_score.value = "0.95"  # weak regions (false alarms on the texture) left out whole
     w.results.show.clicked()
     wait(w.results)
     w.results.out.value = HERE / "regions.geojson"
     w.results.overwrite.value = True
     w.results.export_button.clicked()
+    wait(w.results, worker="export_worker")
     viewer.layers["surface map classes"].visible = False
     w.tabs.setCurrentWidget(w.results.native)
     shot(viewer, "step7-results.png")

@@ -132,15 +132,15 @@ def _augment_arg(text: str):
 
 def _threshold_arg(text: str):
     """``0.7`` or ``pit=0.9,scratch=0.6`` (class names or label values) as a float or a dict."""
+    from .maps._threshold import parse_threshold
+
     try:
-        if "=" not in text:
-            return float(text)
-        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-        return {name.strip(): float(value) for name, value in pairs}
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a threshold: give one number in 0..1 or NAME=T pairs such as pit=0.9,scratch=0.6"
-        ) from None
+        value = parse_threshold(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if value is None:
+        raise argparse.ArgumentTypeError("an empty value: give one number in 0..1 or NAME=VALUE pairs")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):

@@ -101,7 +101,7 @@ def test_export_writes_the_chosen_format_and_never_overwrites_unasked(panel, tmp
 
 def test_min_peak_score_leaves_weak_regions_out_of_the_shapes_the_table_and_the_export(panel, tmp_path):
     viewer, p, cmap = panel
-    p.min_score.value = 0.9
+    p.min_score.value = "0.9"
     table = p.show_regions()
     expected = regions(cmap, min_score=0.9, image="surface map classes", pixel_size=SCALE, unit="")
     assert 0 < len(table["region"]) == len(expected["region"]) < len(regions(cmap)["region"])
@@ -113,6 +113,23 @@ def test_min_peak_score_leaves_weak_regions_out_of_the_shapes_the_table_and_the_
     p.out.value = tmp_path / "strong.csv"
     with open(p.export(), newline="") as f:
         assert [int(r["first_row"]) for r in csv.DictReader(f)] == expected["first_row"].tolist()
+
+
+def test_a_min_peak_score_per_class_and_bad_ones_told_in_a_notification(panel, notifications, tmp_path):
+    viewer, p, cmap = panel
+    p.out.value = tmp_path / "regions.csv"
+    p.min_score.value = "pit=0.95, scratch=0.2"  # as Evaluate suggests them, one per class
+    table = p.show_regions()
+    expected = regions(cmap, min_score={"pit": 0.95, "scratch": 0.2}, image="surface map classes",
+                       pixel_size=SCALE, unit="")
+    assert table["first_row"].tolist() == expected["first_row"].tolist()
+    assert len(regions(cmap, min_score=0.95)["region"]) < len(table["region"]) < len(regions(cmap)["region"])
+    for text, said in (("high", "'high' is not a min score"), ("crack=0.5", "min_score key 'crack'"),
+                       ("1.5", "min_score is 1.5, outside [0, 1]")):
+        p.min_score.value = text
+        assert p.show_regions() is None and said in notifications["error"][-1]
+        assert p.export() is None and said in notifications["error"][-1]
+    assert not (tmp_path / "regions.csv").exists()
 
 
 def test_without_a_map_layer_the_panel_says_what_to_do(panel, notifications):
@@ -135,7 +152,7 @@ def test_the_show_button_finds_regions_in_a_worker_and_draws_them(panel, qtbot, 
 def test_the_export_button_writes_in_a_worker_and_reports_errors(panel, qtbot, tmp_path, notifications):
     _, p, cmap = panel
     p.format.value = "tiff"
-    p.min_score.value = 0.9
+    p.min_score.value = "0.9"
     p.out.value = tmp_path / "labels"
     p.export_button.clicked()
     assert p.export_worker is not None and not p.export_button.enabled  # the viewer stays usable meanwhile

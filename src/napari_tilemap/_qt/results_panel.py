@@ -12,6 +12,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
+    LineEdit,
     PushButton,
     Table,
 )
@@ -24,6 +25,7 @@ from ..analysis._export import FORMATS, export
 from ..analysis._polygons import region_outlines
 from ..analysis._regions import regions
 from ..analysis._stats import format_table, statistics
+from ..maps._threshold import normalize_threshold, parse_threshold
 from . import _notify
 from ._controls import read_only_text
 from ._layers import camera_of, yx_transform
@@ -70,7 +72,7 @@ class ResultsPanel(Container):
                                   choices=lambda _=None: [x for x in viewer.layers if _is_map_layer(x)])
         self.threshold = FloatSpinBox(label="reject threshold", value=0.0, min=0.0, max=1.0, step=0.05)
         self.min_area = FloatSpinBox(label="min area (px)", value=0.0, min=0.0, max=1e12, step=16)
-        self.min_score = FloatSpinBox(label="min peak score", value=0.0, min=0.0, max=1.0, step=0.01)
+        self.min_score = LineEdit(label="min peak score", value="")
         self.show = PushButton(text="Show regions")
         self.status = Label(value="")
         self.stats = read_only_text()
@@ -87,8 +89,9 @@ class ResultsPanel(Container):
         self.map_layer.tooltip = "A map layer made by Predict or opened from a map store"
         self.threshold.tooltip = "Cells whose best score is below this are 'unknown' and in no region (0: none)"
         self.min_area.tooltip = "Leave out regions smaller than this many image pixels"
-        self.min_score.tooltip = ("Leave out regions whose highest score is below this; confident regions stay whole "
-                                  "(Evaluate suggests a value per class; 0: none)")
+        self.min_score.tooltip = ("Leave out regions whose highest score is below this, whole; confident regions "
+                                  "stay whole. One value (0.9) or one per class (pit=0.9,scratch=0.95), as "
+                                  "Evaluate suggests them; empty: none")
         self.show.tooltip = "Find the map's regions: a 'regions' shapes layer, the table below and statistics"
         self.stats.tooltip = "Regions, cells, area and area fraction of each class (and unknown)"
         self.table.tooltip = "One row per region; click a row to centre the view on it"
@@ -130,11 +133,17 @@ class ResultsPanel(Container):
             return cmap
         return None
 
-    def _params(self) -> dict:
+    def _params(self, cmap) -> dict | None:
+        """The table options for ``cmap``, or None after telling the user what is wrong with the min score."""
         t = float(self.threshold.value)
-        m = float(self.min_score.value)
-        return {"threshold": t if t > 0 else None, "min_area": float(self.min_area.value),
-                "min_score": m if m > 0 else None}
+        try:
+            m = parse_threshold(str(self.min_score.value), "min score")
+            if m is not None:
+                normalize_threshold(m, cmap.class_table, "min_score")
+        except ValueError as err:
+            _notify.error(f"Results: {err}")
+            return None
+        return {"threshold": t if t > 0 else None, "min_area": float(self.min_area.value), "min_score": m}
 
     def show_regions(self) -> dict | None:
         """Compute the regions and statistics of the chosen map and draw them, here and now."""
@@ -182,8 +191,11 @@ class ResultsPanel(Container):
         scale, translate = yx_transform(layer)
         image_scale = tuple(s / cmap.step for s in scale)
         image_translate = tuple(t - s * o for t, s, o in zip(translate, image_scale, cmap.offset))
+        params = self._params(cmap)
+        if params is None:
+            return None
         self._placement = (image_scale, image_translate)
-        return layer.name, cmap, self._params(), _physical(layer, image_scale)
+        return layer.name, cmap, params, _physical(layer, image_scale)
 
     @staticmethod
     def _compute(found):
@@ -261,7 +273,10 @@ class ResultsPanel(Container):
         layer = self.map_layer.value
         scale = yx_transform(layer)[0]
         physical = _physical(layer, tuple(v / cmap.step for v in scale))
-        options = {"overwrite": bool(self.overwrite.value), "image": layer.name, **self._params(), **physical}
+        params = self._params(cmap)
+        if params is None:
+            return None
+        options = {"overwrite": bool(self.overwrite.value), "image": layer.name, **params, **physical}
         return cmap, path, self.format.value, options
 
     def export(self) -> Path | None:

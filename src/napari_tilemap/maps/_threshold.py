@@ -80,6 +80,30 @@ def normalize_threshold(threshold, table: ClassTable, what: str = "threshold") -
     return _fraction(threshold, what)
 
 
+def parse_threshold(text: str, what: str = "threshold"):
+    """A threshold or min score typed as text: ``"0.7"`` or ``"pit=0.9,scratch=0.6"`` (class names or
+    label values), as a float or a dict; ``""`` gives None. The values are checked by
+    :func:`normalize_threshold` against the map's classes.
+
+    Raises
+    ------
+    TilemapInputError
+        Text that is neither a number nor ``NAME=VALUE`` pairs.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise TilemapInputError(
+            f"{text!r} is not a {what}: give one number in 0..1 or NAME=VALUE pairs such as pit=0.9,scratch=0.6"
+        ) from None
+
+
 def threshold_to_attr(threshold: Threshold | None):
     """JSON form of a normalised threshold, as in the store's ``tilemap.threshold``."""
     if threshold is None or not isinstance(threshold, dict):
