@@ -32,9 +32,11 @@ Rules
   the cells predicted as the class (argmax) with best score ≥ ``t`` have precision ≥
   ``target_precision``; None when no threshold reaches it.
 - **Peak score** (``min_score``): predicted regions whose region score is below the class's
-  ``min_score`` are left out of the object figures, as :func:`~._regions.regions` leaves
-  them out of tables and exports. Cells are not affected. Because matching is greedy by
-  decreasing score, the regions kept match exactly as they do without the others.
+  ``min_score`` are *unknown*, as on a map with that min score
+  (:meth:`ClassificationMap.with_min_score`): left out of the object figures, their cells
+  counted in the ``unknown`` column. Because matching is greedy by decreasing score, the
+  regions kept match exactly as they do without the others; the average precision, the
+  curves and the suggested min score are those of every region.
 - **Suggested min score** per painted class: the region-score cut that maximises object F1
   on the pooled precision–recall curve (the lowest such cut when several tie), placed
   halfway between the weakest region kept and the strongest dropped (0 when none is
