@@ -261,20 +261,20 @@ def assert_same(a, b):
 
 
 def test_a_stored_map_and_a_model_predicted_block_wise_give_the_in_memory_figures(random_model, tmp_path, monkeypatch):
-    import napari_tilemap.analysis._evaluate as ev
-
     model, image, truth = random_model_case(random_model)
     reference = evaluate(predict(model, image, device="cpu", block_size=4096), None, truth)
     stored = predict(model, image, out=tmp_path / "m.zarr", block_size=64, device="cpu")
     assert_same(evaluate(stored, image, truth, block_size=32), reference)
 
-    folders, real = [], ev.tempfile.TemporaryDirectory
+    import napari_tilemap.maps._predict as predict_module  # where the temporary store is made
+
+    folders, real = [], predict_module.tempfile.TemporaryDirectory
 
     def recording(*args, **kw):
         folders.append(real(*args, **kw))
         return folders[-1]
 
-    monkeypatch.setattr(ev.tempfile, "TemporaryDirectory", recording)
+    monkeypatch.setattr(predict_module.tempfile, "TemporaryDirectory", recording)
     events = []
     result = evaluate(model, image, truth, block_size=64, device="cpu", callback=events.append)
     assert_same(result, reference)

@@ -51,10 +51,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -651,15 +649,10 @@ def _short_cut(cut: float, dropped: float, kept: float) -> float:
 def _predict(model, source: ImageSource, block_size: int, device: str, stack: contextlib.ExitStack, report,
              cancel: CancelToken, tta: bool = False) -> ClassificationMap:
     """The model's map of ``source``: in memory when it fits in one block, else in a temporary store."""
-    from ..maps._predict import predict
+    from ..maps._predict import predict_to_read
 
-    cells = max(1, block_size // model.step)
-    out = None
-    if max(model.geometry(source.shape).map_shape) > cells:
-        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tilemap-evaluate-"))
-        out = Path(folder) / "map.zarr"
-    return predict(model, source, out, block_size=block_size, device=device, pyramid=False, tta=tta,
-                   callback=lambda e: report("predict", e.done, e.total, check=False), cancel=cancel)
+    return predict_to_read(model, source, stack, block_size=block_size, prefix="tilemap-evaluate-", device=device,
+                           tta=tta, callback=lambda e: report("predict", e.done, e.total, check=False), cancel=cancel)
 
 
 def _reporter(callback, cancel: CancelToken, image: int):

@@ -14,9 +14,7 @@ candidates is exactly the one over the whole map; memory does not grow with the 
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -113,7 +111,7 @@ def suggest(model_or_map, image=None, n: int = 20, spacing: float | None = None,
     """
     from ..learn._model import TileClassifier
     from ..maps._mapstore import ClassificationMap
-    from ..maps._predict import predict
+    from ..maps._predict import predict_to_read
 
     if isinstance(n, bool) or int(n) != n or n < 1:
         raise TilemapInputError(f"n must be a whole number of suggestions >= 1, got {n!r}")
@@ -125,12 +123,8 @@ def suggest(model_or_map, image=None, n: int = 20, spacing: float | None = None,
         raise TilemapInputError(f"spacing must be a distance in pixels >= 0, got {spacing!r}")
     with contextlib.ExitStack() as stack:
         if isinstance(model_or_map, TileClassifier):
-            from ..io._sources import open_image
-
-            model, source, out = model_or_map, open_image(image), None
-            if max(model.geometry(source.shape).map_shape) > max(1, block_size // model.step):
-                out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tilemap-suggest-"))) / "map.zarr"
-            cmap = predict(model, source, out, device=device, block_size=block_size, pyramid=False)
+            cmap = predict_to_read(model_or_map, image, stack, block_size=block_size, prefix="tilemap-suggest-",
+                                   device=device)
         else:
             cmap = model_or_map
         return _suggest_on(cmap, int(n), spacing, int(block_cells))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -224,6 +225,18 @@ def predict(
                 raise Cancelled(f"prediction stopped after {event.done} of {event.total} blocks; run again to resume")
     finally:
         gen.close()  # whatever ended the loop (a cancel, a failing callback), the output's lock goes now
+
+
+def predict_to_read(model: TileClassifier, image, stack: contextlib.ExitStack, *, block_size: int = 1024,
+                    prefix: str = "tilemap-", **kwargs) -> ClassificationMap:
+    """:func:`predict` for a caller that only reads the map: in memory when it fits in one block,
+    else in a temporary store (folder name starting with ``prefix``) that closing ``stack`` removes.
+    Other keyword arguments go to :func:`predict`; there is no display pyramid."""
+    source = open_image(image)
+    out = None
+    if max(model.geometry(source.shape).map_shape) > max(1, block_size // model.step):
+        out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix))) / "map.zarr"
+    return predict(model, source, out, block_size=block_size, pyramid=False, **kwargs)
 
 
 def _run_local(tasks, source: ImageSource, plan: BlockPlan, net_and_device, arrays, workers: int | None):
