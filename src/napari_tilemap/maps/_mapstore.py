@@ -457,11 +457,8 @@ def open_map(path) -> ClassificationMap:
 
     attrs = read_attrs(path)
     group = zarr.open_group(str(path), mode="r")
-    geometry = MapGeometry(int(attrs["tile_size"]), int(attrs["step"]), tuple(attrs["image_shape"]))
-    table = ClassTable.from_dict(attrs)
-    cmap = ClassificationMap(group["scores"], group["classes"], geometry, table, Path(path),
-                             bool(attrs.get("complete", True)))
-    threshold, min_score = _recorded_rules(attrs, table, path)
+    cmap = _best_map(path, attrs, group)
+    threshold, min_score = _recorded_rules(attrs, cmap.class_table, path)
     if threshold is None and min_score is None:
         return cmap
     stored = unknown_levels(group, attrs)
@@ -469,6 +466,13 @@ def open_map(path) -> ClassificationMap:
         return cmap._ruled(threshold, min_score)
     return dataclasses.replace(cmap, classes=stored[0], threshold=threshold, best_classes=cmap.classes,
                                min_score=min_score)
+
+
+def _best_map(path, attrs: dict, group) -> ClassificationMap:
+    """The store's map with its best classes, before any recorded threshold or min score."""
+    geometry = MapGeometry(int(attrs["tile_size"]), int(attrs["step"]), tuple(attrs["image_shape"]))
+    return ClassificationMap(group["scores"], group["classes"], geometry, ClassTable.from_dict(attrs), Path(path),
+                             bool(attrs.get("complete", True)))
 
 
 def _recorded_rules(attrs: dict, table: ClassTable, path) -> tuple[Threshold | None, Threshold | None]:
@@ -517,6 +521,4 @@ def pyramid_levels(path, threshold=STORED, min_score=STORED) -> tuple[list, list
     stored = unknown_levels(group, attrs) if wanted == recorded else None
     if stored is not None:
         return stored, scores
-    cmap = ClassificationMap(group["scores"], group["classes"], MapGeometry(
-        int(attrs["tile_size"]), int(attrs["step"]), tuple(attrs["image_shape"])), table, Path(path))
-    return lazy_levels(cmap._ruled(*wanted).classes, n), scores
+    return lazy_levels(_best_map(path, attrs, group)._ruled(*wanted).classes, n), scores

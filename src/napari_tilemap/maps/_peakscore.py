@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._classes import UNKNOWN
+from ._blockrun import block_grid
 
 
 def min_score_classes(cmap, min_score, block_cells: int | None = None):
@@ -57,11 +58,8 @@ def min_score_classes(cmap, min_score, block_cells: int | None = None):
     if isinstance(cmap.classes, np.ndarray):
         out = np.array(cmap.classes, np.uint8)
         if weak.any():
-            h, w = out.shape
-            for r0 in range(0, h, acc.block):
-                for c0 in range(0, w, acc.block):
-                    block = out[r0 : r0 + acc.block, c0 : c0 + acc.block]
-                    block[...] = rule(block, r0, c0)
+            for (r0, r1), (c0, c1) in block_grid(out.shape, acc.block):
+                out[r0:r1, c0:c1] = rule(out[r0:r1, c0:c1], r0, c0)
         return out
     from ._threshold import _as_dask
 
