@@ -21,6 +21,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 
 from .._layerdata import labels_kwargs, map_layer_data
+from ..analysis._regions import apply_rules
 from ..maps._dense import trained_orientations
 from ..maps._predict import iter_predict
 from . import _notify
@@ -191,9 +192,7 @@ class PredictPanel(Container):
             return
         t, m = float(self.threshold.value), float(self.min_score.value)
         try:
-            shown = cmap.without_threshold()
-            shown = shown.with_threshold(t) if t > 0 else shown
-            shown = shown.with_min_score(m) if m > 0 else shown
+            shown = apply_rules(cmap, t if t > 0 else None, m if m > 0 else None)  # the predicted map: no rules yet
         except ValueError as err:
             _notify.error(f"Threshold: {err}")
             return

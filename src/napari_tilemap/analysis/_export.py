@@ -131,8 +131,8 @@ def export(
         with atomic_output(path) as tmp:
             write_label_tiff(cm, tmp)
         return path
-    table = regions(cm, None, min_area, classes=classes, pixel_size=pixel_size, unit=unit,
-                    image=name, block_cells=block_cells)
+    table = regions(cm, None, min_area, classes=classes, pixel_size=pixel_size, unit=unit, image=name,
+                    block_cells=block_cells)
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
         write_table(table, out, fmt, cm, name)
     return path

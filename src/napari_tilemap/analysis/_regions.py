@@ -362,8 +362,7 @@ class _Accumulator:
         value = merged["value"]
         pixels = merged["pixels"].round().astype(np.int64)
         order = np.lexsort((merged["first"], value))
-        if len(order):
-            order = order[pixels[order] >= min_area]
+        order = order[pixels[order] >= min_area] if len(order) else order
         g = self.cmap.geometry
         (h, w), s = g.image_shape, g.step
         r0, r1, c0, c1 = (merged[k][order] for k in ("r0", "r1", "c0", "c1"))

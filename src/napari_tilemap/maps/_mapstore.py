@@ -191,7 +191,10 @@ class ClassificationMap:
     def _ruled(self, threshold: Threshold | None, min_score: Threshold | None) -> ClassificationMap:
         """The best classes, thresholded by ``threshold``, then with ``min_score``'s rule (both normalised)."""
         best = self.best_classes
-        classes = best if threshold is None else threshold_classes(best, self.scores, threshold)
+        if threshold == self.threshold and self.min_score is None:  # already thresholded so (or stored so)
+            classes = self.classes
+        else:
+            classes = best if threshold is None else threshold_classes(best, self.scores, threshold)
         out = dataclasses.replace(self, classes=classes, threshold=threshold, best_classes=best, min_score=None)
         if min_score is None:
             return out
