@@ -61,14 +61,16 @@ def run_export(args) -> int:
         format_for,
         write_csv,
     )
+    from .analysis._regions import apply_rules
     from .analysis._stats import format_table, statistics
     from .maps._mapstore import open_map
 
     stores, batch = _map_stores(args.maps)
     out = Path(args.out)
-    options = {"threshold": args.threshold, "min_area": args.min_area, "min_score": args.min_score}
+    options = {"min_area": args.min_area}
     extra = {"pixel_size": args.pixel_size, "unit": args.unit or None}
-    maps = [_open_complete(p, open_map) for p in stores]
+    # the threshold and min score once per map: its exports and statistics then read the same classes
+    maps = [apply_rules(_open_complete(p, open_map), args.threshold, args.min_score) for p in stores]
     if not batch:
         fmt = format_for(out, args.format)
         check_output(out, args.overwrite)

@@ -23,7 +23,7 @@ from napari.utils import progress
 from .._layerdata import is_map_layer, table_from_metadata
 from ..analysis._export import FORMATS, export
 from ..analysis._polygons import region_outlines
-from ..analysis._regions import regions
+from ..analysis._regions import apply_rules, regions
 from ..analysis._stats import format_table, statistics
 from ..maps._threshold import normalize_threshold, parse_threshold
 from . import _notify
@@ -201,9 +201,9 @@ class ResultsPanel(Container):
     def _compute(found):
         """Regions, statistics and outlines of ``found`` (from :meth:`_inputs`); no napari calls, any thread."""
         name, cmap, params, physical = found
-        table = regions(cmap, **params, image=name, **physical)
-        stats = statistics(cmap, **params, images=[name], **physical)
-        shown = cmap if params["threshold"] is None else cmap.with_threshold(params["threshold"])
+        shown = apply_rules(cmap, params["threshold"], params["min_score"])  # once for the table and the statistics
+        table = regions(shown, min_area=params["min_area"], image=name, **physical)
+        stats = statistics(shown, min_area=params["min_area"], images=[name], **physical)
         outlines = [ring - 0.5 for ring in region_outlines(shown, table)]  # pixel edges -> napari pixel centres
         return name, cmap, table, stats, outlines
 
