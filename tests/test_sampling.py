@@ -212,3 +212,47 @@ def test_a_validation_blind_to_a_trained_class_does_not_choose_the_checkpoint():
         expected = r.train_loss < best or r.epoch == 3
         best = r.train_loss if expected else best
         assert r.best == expected, (r.epoch, r.train_loss, r.val_loss)
+
+
+def test_crowded_blobs_are_told_apart_from_a_single_blob_and_no_validation_asked_means_no_warning():
+    # class 1: two groups of three short strokes 12 px apart, whose tiles chain into two groups
+    # too large to hold out; class 2: two dots far apart, each too large a share to hold out
+    image = np.random.default_rng(0).normal(100, 10, (256, 320))
+    labels = np.zeros((256, 320), np.uint8)
+    for y0 in (40, 190):
+        for k in range(3):
+            labels[y0 + 12 * k : y0 + 12 * k + 2, 40:100] = 1
+    labels[60:63, 250:253] = 2
+    labels[200:203, 250:253] = 2
+    tiles = extract_tiles(image, labels, tile_size=T, seed=0)
+    assert len(np.unique(tiles.blob_ids[tiles.classes == 1])) == 6
+    run = TrainingRun(tiles, preset="small", epochs=1, samples_per_epoch=64, device="cpu")
+    with pytest.warns(UserWarning) as caught:
+        for _ in run:
+            pass
+    messages = [str(w.message) for w in caught]
+    crowded = [m for m in messages if "cannot be validated" in m]
+    assert len(crowded) == 1 and "'class 1'" in crowded[0] and "'class 2'" not in crowded[0]
+    assert f"more than a tile ({T} px) away" in crowded[0]
+    alone = [m for m in messages if "too few separate painted blobs" in m]
+    assert len(alone) == 1 and "'class 2'" in alone[0] and "'class 1'" not in alone[0]
+    assert "at least three places apart" in alone[0]
+    assert np.isnan(run.history[-1].per_class_recall["class 1"])
+    # a third dot lets class 2 validate, and its warning goes
+    labels[130:133, 250:253] = 2
+    tiles = extract_tiles(image, labels, tile_size=T, seed=0)
+    run = TrainingRun(tiles, preset="small", epochs=1, samples_per_epoch=64, device="cpu")
+    with pytest.warns(UserWarning) as caught:
+        for _ in run:
+            pass
+    assert not any("too few separate painted blobs" in str(w.message) for w in caught)
+    assert np.isfinite(run.history[-1].per_class_recall["class 2"])
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # val_fraction=0 was asked for: nothing to warn about
+        run = TrainingRun(tiles, preset="small", epochs=1, samples_per_epoch=64, device="cpu", val_fraction=0)
+        for _ in run:
+            pass
+    assert run.model is not None and np.isnan(run.history[-1].val_loss)

@@ -223,7 +223,7 @@ class TrainingRun:
         train_idx, val_idx = train_idx[~painted[train_idx]], val_idx[~painted[val_idx]]
         k = len(tiles.class_table)
         if round_ == 0:
-            _warn_unvalidated(tiles, train_idx, val_idx)
+            _warn_unvalidated(tiles, train_idx, val_idx, cfg.val_fraction)
         # a validation loss blind to a trained class would pick the epoch that suits the others
         judged = set(tiles.classes[train_idx].tolist()) <= set(tiles.classes[val_idx].tolist())
 
@@ -586,20 +586,37 @@ def _sampling_weights(classes: np.ndarray, train_idx: np.ndarray, k: int, hard: 
     return w
 
 
-def _warn_unvalidated(tiles, train_idx: np.ndarray, val_idx: np.ndarray) -> None:
-    """Warn when the validation split cannot measure some class (too few separate blobs)."""
-    if len(val_idx) == 0:
-        warnings.warn("too few separate blobs for a validation split; validation metrics are NaN; "
-                      "paint each class in at least two places apart", stacklevel=3)
+def _warn_unvalidated(tiles, train_idx: np.ndarray, val_idx: np.ndarray, val_fraction: float) -> None:
+    """Warn when the validation split cannot measure some class: a class painted in too few places,
+    or as blobs so close together that their tiles chain into groups too large to hold out. Nothing
+    to say when the user asked for no validation (``val_fraction`` 0)."""
+    if val_fraction <= 0:
         return
     k = len(tiles.class_table)
     in_val = np.bincount(tiles.classes[val_idx], minlength=k)
     in_train = np.bincount(tiles.classes[train_idx], minlength=k)
-    missing = [tiles.class_table.names[c] for c in range(k) if in_val[c] == 0 and in_train[c] > 0]
-    if missing:
-        warnings.warn(f"class(es) {', '.join(map(repr, missing))} have too few separate painted blobs to "
-                      "validate (their recall is n/a); paint each class in at least two places apart",
+    missing = [c for c in range(k) if in_val[c] == 0 and in_train[c] > 0]
+    names = tiles.class_table.names
+    if tiles.class_table.has_background and 0 in missing:
+        warnings.warn("the background covers too little area to hold part of it out for validation (its "
+                      "recall is n/a); paint on a larger image or use a smaller tile", stacklevel=3)
+        missing = missing[1:]
+    groups = overlap_groups(tiles.image_index, tiles.classes, tiles.origins, tiles.tile_size)
+    alone, crowded = [], []
+    for c in missing:
+        of_c = tiles.classes == c
+        blobs = len(np.unique(tiles.blob_ids[of_c]))
+        (crowded if blobs > len(np.unique(groups[of_c])) else alone).append(names[c])
+    if alone:
+        # with blobs of about equal size, one of three is the smallest share validation may take
+        warnings.warn(f"class(es) {', '.join(map(repr, alone))} have too few separate painted blobs to "
+                      "validate (their recall is n/a); paint each class in at least three places apart",
                       stacklevel=3)
+    if crowded:
+        warnings.warn(f"class(es) {', '.join(map(repr, crowded))} cannot be validated (their recall is n/a): "
+                      "their painted blobs lie so close together that their tiles overlap into a few large "
+                      "groups, and holding one out would share pixels with training; paint a few blobs more "
+                      f"than a tile ({tiles.tile_size} px) away from the others", stacklevel=3)
 
 
 def _check_config(cfg: TrainConfig) -> None:
