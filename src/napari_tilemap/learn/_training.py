@@ -601,12 +601,11 @@ def _warn_unvalidated(tiles, train_idx: np.ndarray, val_idx: np.ndarray, val_fra
         warnings.warn("the background covers too little area to hold part of it out for validation (its "
                       "recall is n/a); paint on a larger image or use a smaller tile", stacklevel=3)
         missing = missing[1:]
-    groups = overlap_groups(tiles.image_index, tiles.classes, tiles.origins, tiles.tile_size)
     alone, crowded = [], []
     for c in missing:
         of_c = tiles.classes == c
-        blobs = len(np.unique(tiles.blob_ids[of_c]))
-        (crowded if blobs > len(np.unique(groups[of_c])) else alone).append(names[c])
+        groups = overlap_groups(tiles.image_index[of_c], tiles.classes[of_c], tiles.origins[of_c], tiles.tile_size)
+        (crowded if len(np.unique(tiles.blob_ids[of_c])) > len(np.unique(groups)) else alone).append(names[c])
     if alone:
         # with blobs of about equal size, one of three is the smallest share validation may take
         warnings.warn(f"class(es) {', '.join(map(repr, alone))} have too few separate painted blobs to "
