@@ -1,11 +1,22 @@
-"""Validation split that never separates tiles sharing pixels."""
+"""Validation split that never lets a training tile share pixels with a validation tile of its class."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
+BACKGROUND_BLOCK = 4
+"""Background tiles are split for validation by squares of this many tile sides (halved, down to
+two, while the background spans fewer than :data:`MIN_BACKGROUND_BLOCKS` squares)."""
+MIN_BACKGROUND_BLOCKS = 4
+"""Fewest squares the background is split into for validation, where the image allows."""
+MAX_VAL_SHARE = 0.5
+"""Validation never takes more than this share of a class's tiles (unless ``val_fraction`` is more),
+nor more than twice ``val_fraction``."""
 
 def overlap_groups(image_index: np.ndarray, classes: np.ndarray, origins: np.ndarray, tile_size: int) -> np.ndarray:
     """Group id per tile: tiles of one class in one image that overlap, directly or in a chain."""
@@ -15,40 +26,116 @@ def overlap_groups(image_index: np.ndarray, classes: np.ndarray, origins: np.nda
     for img in np.unique(image_index):
         for cls in np.unique(classes[image_index == img]):
             idx = np.flatnonzero((image_index == img) & (classes == cls))
-            o = origins[idx]
-            d = np.abs(o[:, None, :] - o[None, :, :])
-            touching = np.all(d < tile_size, axis=-1)
-            rows, cols = np.nonzero(touching)
-            graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(idx), len(idx)))
+            # origins are whole pixels: sharing a pixel is lying less than a tile apart on both axes
+            pairs = cKDTree(origins[idx]).query_pairs(tile_size - 1, p=np.inf, output_type="ndarray")
+            graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(idx), len(idx)))
             count, comp = connected_components(graph, directed=False)
             groups[idx] = comp + next_id
             next_id += count
     return groups
 
 
-def grouped_split(
-    classes: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of training and validation tiles, split by whole groups within each class.
+def split_tiles(tiles, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation indices; no training tile shares pixels with a validation tile of its class.
 
-    Each class sends about ``val_fraction`` of its tiles to validation, choosing whole
-    groups at random; a class with a single group stays entirely in training.
+    Painted tiles are split by groups of overlapping tiles (a blob's tiles stay together). Background
+    tiles cover the surface and would all chain into one group, so they are split by squares of
+    :data:`BACKGROUND_BLOCK` tiles a side (smaller on small images), and the training tiles that
+    overlap a validation tile are left out. No group takes validation past twice ``val_fraction``
+    or :data:`MAX_VAL_SHARE` of its class (see :func:`grouped_split`).
     """
-    rng = np.random.default_rng(seed)
-    val: list[np.ndarray] = []
-    for cls in np.unique(classes):
-        cls_groups = np.unique(groups[classes == cls])
-        if len(cls_groups) < 2 or val_fraction <= 0:
-            continue
-        rng.shuffle(cls_groups)
-        target = val_fraction * np.count_nonzero(classes == cls)
-        taken = 0
-        for g in cls_groups[:-1]:  # at least one group stays for training
-            if taken >= target:
+    bg = tiles.classes == 0 if tiles.class_table.has_background else np.zeros(len(tiles), bool)
+    groups = np.zeros(len(tiles), np.int64)
+    # only painted tiles: the pairwise overlap test over thousands of background tiles costs hundreds of MB
+    painted = ~bg
+    groups[painted] = overlap_groups(tiles.image_index[painted], tiles.classes[painted], tiles.origins[painted],
+                                     tiles.tile_size)
+    if bg.any():
+        block = BACKGROUND_BLOCK * tiles.tile_size
+        while True:
+            cell = tiles.origins[bg] // block
+            key = (tiles.image_index[bg] * 1_000_003 + cell[:, 0]) * 1_000_003 + cell[:, 1]
+            blocks, inverse = np.unique(key, return_inverse=True)
+            # a small image holds few large squares, too few to send val_fraction to validation
+            if len(blocks) >= MIN_BACKGROUND_BLOCKS or block <= 2 * tiles.tile_size:
                 break
-            members = np.flatnonzero(groups == g)
-            val.append(members)
-            taken += len(members)
-    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
-    train_idx = np.setdiff1d(np.arange(len(classes)), val_idx)
+            block //= 2
+        groups[bg] = groups.max() + 1 + inverse.ravel()
+    train_idx, val_idx = grouped_split(tiles.classes, groups, val_fraction, seed)
+    val_bg = val_idx[bg[val_idx]]
+    if len(val_bg):
+        train_bg = train_idx[bg[train_idx]]
+        # tiles of different images are set far apart, so that only tiles of one image can touch
+        far = int(tiles.origins.max()) + 2 * tiles.tile_size
+
+        def points(idx):
+            return tiles.origins[idx] + np.outer(tiles.image_index[idx], (far, 0))
+
+        nearest, _ = cKDTree(points(val_bg)).query(points(train_bg), p=np.inf)
+        train_idx = np.setdiff1d(train_idx, train_bg[nearest < tiles.tile_size])
     return train_idx, val_idx
+
+
+def grouped_split(classes: np.ndarray, groups: np.ndarray, val_fraction: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation indices, by whole groups within each class.
+
+    Groups are taken in random order until validation holds ``val_fraction`` of the class; a group
+    that would take validation past twice that, or past :data:`MAX_VAL_SHARE` of the class, is
+    passed over (and a smaller one tried), so that one long chain of overlapping tiles (the tiles of
+    neighbouring scratches, a large stretch of background) never leaves training with a small
+    minority of a class. At least one group of each class stays in training. Each class draws from
+    its own random stream, so adding background tiles never changes which blobs validate."""
+    val: list[np.ndarray] = []
+    if val_fraction > 0:
+        for cls in np.unique(classes):
+            # one random stream per class: a class's split does not change with the others' tiles
+            rng = np.random.default_rng([seed, int(cls)])
+            members = classes == cls
+            ids, sizes = np.unique(groups[members], return_counts=True)
+            n = int(members.sum())
+            target = val_fraction * n
+            limit = max(target, min(2 * target, MAX_VAL_SHARE * n))
+            taken, in_training = 0, len(ids)
+            for j in rng.permutation(len(ids)):
+                if taken >= target:
+                    break
+                if taken + sizes[j] > limit or in_training == 1:  # one group at least stays in training
+                    continue
+                val.append(np.flatnonzero(members & (groups == ids[j])))
+                taken += sizes[j]
+                in_training -= 1
+    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    return np.setdiff1d(np.arange(len(classes)), val_idx), val_idx
+
+
+def warn_unvalidated(tiles, train_idx: np.ndarray, val_idx: np.ndarray, val_fraction: float) -> None:
+    """Warn when the validation split cannot measure some class: a class painted in too few places,
+    or as blobs so close together that their tiles chain into groups too large to hold out. Nothing
+    to say when the user asked for no validation (``val_fraction`` 0)."""
+    if val_fraction <= 0:
+        return
+    k = len(tiles.class_table)
+    in_val = np.bincount(tiles.classes[val_idx], minlength=k)
+    in_train = np.bincount(tiles.classes[train_idx], minlength=k)
+    missing = [c for c in range(k) if in_val[c] == 0 and in_train[c] > 0]
+    names = tiles.class_table.names
+    if tiles.class_table.has_background and 0 in missing:
+        warnings.warn("the background covers too little area to hold part of it out for validation (its "
+                      "recall is n/a); paint on a larger image or use a smaller tile", stacklevel=3)
+        missing = missing[1:]
+    alone, crowded = [], []
+    for c in missing:
+        of_c = tiles.classes == c
+        groups = overlap_groups(tiles.image_index[of_c], tiles.classes[of_c], tiles.origins[of_c], tiles.tile_size)
+        (crowded if len(np.unique(tiles.blob_ids[of_c])) > len(np.unique(groups)) else alone).append(names[c])
+    if alone:
+        # with blobs of about equal size, one of three is the smallest share validation may take
+        warnings.warn(f"class(es) {', '.join(map(repr, alone))} have too few separate painted blobs to "
+                      "validate (their recall is n/a); paint each class in at least three places apart",
+                      stacklevel=3)
+    if crowded:
+        warnings.warn(f"class(es) {', '.join(map(repr, crowded))} cannot be validated (their recall is n/a): "
+                      "their painted blobs lie so close together that their tiles overlap into a few large "
+                      "groups, and holding one out would share pixels with training; paint a few blobs more "
+                      f"than a tile ({tiles.tile_size} px) away from the others", stacklevel=3)

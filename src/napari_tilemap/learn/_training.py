@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -27,7 +26,7 @@ from ._devices import release_memory, resolve_device
 from ._hardneg import MiningProgress, check_minable, search_hard_negatives, with_hard_negatives
 from ._model import TileClassifier, _Normalise
 from ._networks import ACTIVATIONS, PRESETS, architecture
-from ._split import overlap_groups
+from ._split import split_tiles, warn_unvalidated
 from ._tiles import _window_sum
 
 
@@ -119,16 +118,8 @@ PRIORS = ("tiles", "balanced")
 """The choices of :attr:`TrainConfig.prior`."""
 MIN_SAMPLES, MAX_SAMPLES = 1024, 2048
 """Bounds of the default :attr:`TrainConfig.samples_per_epoch`."""
-BACKGROUND_BLOCK = 4
-"""Background tiles are split for validation by squares of this many tile sides (halved, down to
-two, while the background spans fewer than :data:`MIN_BACKGROUND_BLOCKS` squares)."""
-MIN_BACKGROUND_BLOCKS = 4
-"""Fewest squares the background is split into for validation, where the image allows."""
 HARD_NEGATIVE_SHARE = 0.5
 """Share of the background draws that go to hard negatives once there are some."""
-MAX_VAL_SHARE = 0.5
-"""Validation never takes more than this share of a class's tiles (unless ``val_fraction`` is more),
-nor more than twice ``val_fraction``."""
 
 
 class TrainingRun:
@@ -223,7 +214,7 @@ class TrainingRun:
         train_idx, val_idx = train_idx[~painted[train_idx]], val_idx[~painted[val_idx]]
         k = len(tiles.class_table)
         if round_ == 0:
-            _warn_unvalidated(tiles, train_idx, val_idx, cfg.val_fraction)
+            warn_unvalidated(tiles, train_idx, val_idx, cfg.val_fraction)
         # a validation loss blind to a trained class would pick the epoch that suits the others
         judged = set(tiles.classes[train_idx].tolist()) <= set(tiles.classes[val_idx].tolist())
 
@@ -504,73 +495,6 @@ def _at_background_centres(tiles, per_image, fill, offset: int = 0) -> np.ndarra
     return out
 
 
-def split_tiles(tiles, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation indices; no training tile shares pixels with a validation tile of its class.
-
-    Painted tiles are split by groups of overlapping tiles (a blob's tiles stay together). Background
-    tiles cover the surface and would all chain into one group, so they are split by squares of
-    :data:`BACKGROUND_BLOCK` tiles a side (smaller on small images), and the training tiles that
-    overlap a validation tile are left out. No group takes validation past twice ``val_fraction``
-    or :data:`MAX_VAL_SHARE` of its class (see :func:`_grouped_split`).
-    """
-    groups = overlap_groups(tiles.image_index, tiles.classes, tiles.origins, tiles.tile_size)
-    bg = tiles.classes == 0 if tiles.class_table.has_background else np.zeros(len(tiles), bool)
-    if bg.any():
-        block = BACKGROUND_BLOCK * tiles.tile_size
-        while True:
-            cell = tiles.origins[bg] // block
-            key = (tiles.image_index[bg] * 1_000_003 + cell[:, 0]) * 1_000_003 + cell[:, 1]
-            blocks, inverse = np.unique(key, return_inverse=True)
-            # a small image holds few large squares, too few to send val_fraction to validation
-            if len(blocks) >= MIN_BACKGROUND_BLOCKS or block <= 2 * tiles.tile_size:
-                break
-            block //= 2
-        groups[bg] = groups.max() + 1 + inverse.ravel()
-    train_idx, val_idx = _grouped_split(tiles.classes, groups, val_fraction, seed)
-    val_bg = val_idx[bg[val_idx]]
-    if len(val_bg):
-        t = tiles.tile_size
-        train_bg = train_idx[bg[train_idx]]
-        o, v = tiles.origins[train_bg], tiles.origins[val_bg]
-        same = tiles.image_index[train_bg][:, None] == tiles.image_index[val_bg][None]
-        touching = same & (np.abs(o[:, None] - v[None]) < t).all(-1)
-        train_idx = np.setdiff1d(train_idx, train_bg[touching.any(1)])
-    return train_idx, val_idx
-
-
-def _grouped_split(classes: np.ndarray, groups: np.ndarray, val_fraction: float,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation indices, by whole groups within each class.
-
-    Groups are taken in random order until validation holds ``val_fraction`` of the class; a group
-    that would take validation past twice that, or past :data:`MAX_VAL_SHARE` of the class, is
-    passed over (and a smaller one tried), so that one long chain of overlapping tiles (the tiles of
-    neighbouring scratches, a large stretch of background) never leaves training with a small
-    minority of a class. At least one group of each class stays in training. Each class draws from
-    its own random stream, so adding background tiles never changes which blobs validate."""
-    val: list[np.ndarray] = []
-    if val_fraction > 0:
-        for cls in np.unique(classes):
-            # one random stream per class: a class's split does not change with the others' tiles
-            rng = np.random.default_rng([seed, int(cls)])
-            members = classes == cls
-            ids, sizes = np.unique(groups[members], return_counts=True)
-            n = int(members.sum())
-            target = val_fraction * n
-            limit = max(target, min(2 * target, MAX_VAL_SHARE * n))
-            taken, in_training = 0, len(ids)
-            for j in rng.permutation(len(ids)):
-                if taken >= target:
-                    break
-                if taken + sizes[j] > limit or in_training == 1:  # one group at least stays in training
-                    continue
-                val.append(np.flatnonzero(members & (groups == ids[j])))
-                taken += sizes[j]
-                in_training -= 1
-    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
-    return np.setdiff1d(np.arange(len(classes)), val_idx), val_idx
-
-
 def _sampling_weights(classes: np.ndarray, train_idx: np.ndarray, k: int, hard: np.ndarray | None) -> np.ndarray:
     """Draw weight of each training tile: every class is drawn equally often; within background,
     hard negatives (``hard``) get :data:`HARD_NEGATIVE_SHARE` of the draws once there are some."""
@@ -584,38 +508,6 @@ def _sampling_weights(classes: np.ndarray, train_idx: np.ndarray, k: int, hard: 
             w[h] = HARD_NEGATIVE_SHARE / h.sum()  # each class's weights sum to 1
             w[rest] = (1 - HARD_NEGATIVE_SHARE) / rest.sum()
     return w
-
-
-def _warn_unvalidated(tiles, train_idx: np.ndarray, val_idx: np.ndarray, val_fraction: float) -> None:
-    """Warn when the validation split cannot measure some class: a class painted in too few places,
-    or as blobs so close together that their tiles chain into groups too large to hold out. Nothing
-    to say when the user asked for no validation (``val_fraction`` 0)."""
-    if val_fraction <= 0:
-        return
-    k = len(tiles.class_table)
-    in_val = np.bincount(tiles.classes[val_idx], minlength=k)
-    in_train = np.bincount(tiles.classes[train_idx], minlength=k)
-    missing = [c for c in range(k) if in_val[c] == 0 and in_train[c] > 0]
-    names = tiles.class_table.names
-    if tiles.class_table.has_background and 0 in missing:
-        warnings.warn("the background covers too little area to hold part of it out for validation (its "
-                      "recall is n/a); paint on a larger image or use a smaller tile", stacklevel=3)
-        missing = missing[1:]
-    alone, crowded = [], []
-    for c in missing:
-        of_c = tiles.classes == c
-        groups = overlap_groups(tiles.image_index[of_c], tiles.classes[of_c], tiles.origins[of_c], tiles.tile_size)
-        (crowded if len(np.unique(tiles.blob_ids[of_c])) > len(np.unique(groups)) else alone).append(names[c])
-    if alone:
-        # with blobs of about equal size, one of three is the smallest share validation may take
-        warnings.warn(f"class(es) {', '.join(map(repr, alone))} have too few separate painted blobs to "
-                      "validate (their recall is n/a); paint each class in at least three places apart",
-                      stacklevel=3)
-    if crowded:
-        warnings.warn(f"class(es) {', '.join(map(repr, crowded))} cannot be validated (their recall is n/a): "
-                      "their painted blobs lie so close together that their tiles overlap into a few large "
-                      "groups, and holding one out would share pixels with training; paint a few blobs more "
-                      f"than a tile ({tiles.tile_size} px) away from the others", stacklevel=3)
 
 
 def _check_config(cfg: TrainConfig) -> None:
