@@ -13,8 +13,8 @@ Cases, all from data that installs with scikit-image (``skimage.data``) or is ge
 (b) ``mosaic``: regions of three textures; a few painted strokes per texture on a mosaic made of the
     photographs' top halves (``background="none"``), tested on another mosaic of their bottom halves.
     Reports cell accuracy away from region borders (farther than T/2).
-(c) ``demo``: the built-in sample (partial painting, seed s; ``--painted-fraction``, default 0.7, of its
-    defects painted) tested on another sample (seed s + 1):
+(c) ``demo``: the built-in sample (partial painting, seed s; ``--painted-fraction`` of its defects
+    painted, by default the sample's own share) tested on another sample (seed s + 1):
     the area of each painted class on the map against the truth (cells whose centre pixel holds
     the class), i.e. how much the map grows defects.
 
@@ -22,7 +22,7 @@ Every case runs once per seed (``--seeds``); the summary gives each figure's mea
 
 Run:
     python benchmarks/bench_accuracy.py [--threads 2] [--cases grass gravel brick mosaic demo]
-        [--seeds 0 1] [--size 1024] [--painted-fraction 0.7] [--tile 64] [--preset medium] [--epochs 20]
+        [--seeds 0 1] [--size 1024] [--painted-fraction F] [--tile 64] [--preset medium] [--epochs 20]
         [--prior {tiles,balanced}] [--hard-negatives N] [--augment flip rot90 ...] [--background-tiles N] [--tta]
 """
 
@@ -258,7 +258,8 @@ def run_mosaic(args) -> None:
 
 
 def run_demo(args) -> None:
-    a = sample_surface((512, 512), seed=args.seed, painted_fraction=args.painted_fraction)
+    painting = {"painted_fraction": args.painted_fraction} if args.painted_fraction is not None else {}
+    a = sample_surface((512, 512), seed=args.seed, **painting)
     b = sample_surface((512, 512), seed=args.seed + 1)
     model, seconds, tiles = fit(a.image, a.labels, args)
     cmap = predict(model, b.image, device="cpu", **PREDICT)
@@ -286,8 +287,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=None,
                    help="defect cases as in the issue: a SIZE² training surface, a (2·SIZE)² test surface, "
                         "40 pits and 40 scratches per 1024² (default: the photographs' halves)")
-    p.add_argument("--painted-fraction", type=float, default=0.7,
-                   help="share of the demo sample's defects that its painting covers")
+    p.add_argument("--painted-fraction", type=float, default=None,
+                   help="share of the demo sample's defects that its painting covers (default: the sample's)")
     p.add_argument("--tile", type=int, default=64)
     p.add_argument("--preset", default="medium")
     p.add_argument("--epochs", type=int, default=20)

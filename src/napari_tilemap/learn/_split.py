@@ -18,6 +18,7 @@ MAX_VAL_SHARE = 0.5
 """Validation never takes more than this share of a class's tiles (unless ``val_fraction`` is more),
 nor more than twice ``val_fraction``."""
 
+
 def overlap_groups(image_index: np.ndarray, classes: np.ndarray, origins: np.ndarray, tile_size: int) -> np.ndarray:
     """Group id per tile: tiles of one class in one image that overlap, directly or in a chain."""
     n = len(classes)
