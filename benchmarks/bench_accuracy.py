@@ -23,7 +23,8 @@ Every case runs once per seed (``--seeds``); the summary gives each figure's mea
 Run:
     python benchmarks/bench_accuracy.py [--threads 2] [--cases grass gravel brick mosaic demo]
         [--seeds 0 1] [--size 1024] [--painted-fraction F] [--tile 64] [--preset medium] [--epochs 20]
-        [--prior {tiles,balanced}] [--hard-negatives N] [--augment flip rot90 ...] [--background-tiles N] [--tta]
+        [--prior {tiles,balanced}] [--hard-negatives N] [--augment flip rot90 ...] [--background-tiles N]
+        [--samples-per-epoch N] [--tta]
 """
 
 from __future__ import annotations
@@ -192,6 +193,8 @@ def fit(images, labels, args, background="unpainted"):
     kw = {"prior": args.prior} if args.prior else {}
     if args.hard_negatives and background == "unpainted":  # refused (and meaningless) without a background
         kw["hard_negative_rounds"] = args.hard_negatives
+    if args.samples_per_epoch:
+        kw["samples_per_epoch"] = args.samples_per_epoch
     if args.augment is not None:
         kw["augment"] = tuple(args.augment) if args.augment != ["none"] else False
     t0, c0 = time.perf_counter(), time.process_time()
@@ -296,6 +299,7 @@ def main() -> None:
     p.add_argument("--prior", choices=["tiles", "balanced"], default=None, help="default: the library's")
     p.add_argument("--background-tiles", type=int, default=None, help="default: the library's (cover the surface)")
     p.add_argument("--hard-negatives", type=int, default=0)
+    p.add_argument("--samples-per-epoch", type=int, default=None, help="default: the library's")
     p.add_argument("--tta", action="store_true", help="predict with test-time augmentation")
     p.add_argument("--augment", nargs="+", default=None, help="augmentation names, or 'none'")
     args = p.parse_args()
@@ -303,7 +307,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"{torch.get_num_threads()} torch threads, preset {args.preset}, T={args.tile}, epochs {args.epochs}, "
           f"prior {args.prior or 'default'}, hard negatives {args.hard_negatives}, augment {args.augment or 'default'}, "
-          f"background tiles {args.background_tiles or 'default'}, tta {args.tta}, seeds {args.seeds}, "
+          f"background tiles {args.background_tiles or 'default'}, "
+          f"samples per epoch {args.samples_per_epoch or 'default'}, tta {args.tta}, seeds {args.seeds}, "
           f"defect surfaces {f'{args.size}² train, {2 * args.size}² test' if args.size else 'halves'}")
     t0 = time.perf_counter()
     for seed in args.seeds:

@@ -51,6 +51,7 @@ def main() -> None:
     viewer.layers["tiles"].visible = False
     w.tiles.show_tile.value = False
     w.training.device.value = "cpu"
+    w.training.prior.value = "balanced"  # the sample paints only some of its defects
     w.training.train.clicked()
     w.tabs.setCurrentWidget(w.training.native)
     wait(w.training)

@@ -15,7 +15,9 @@ def test_demo_writes_model_map_and_overlay(tmp_path, capsys):
     printed = capsys.readouterr()
     assert "validation accuracy" in printed.out
     assert "epoch 1/2" in printed.err  # the progress bar goes to stderr
+    assert "defects are painted, so the prior is 'balanced'" in printed.err
     model = load_model(out / "model.tilemap")
+    assert model.record["prior"]["mode"] == "balanced"  # the sample paints only some of its defects
     cmap = open_map(out / "map.zarr")
     assert cmap.complete and cmap.class_table == model.class_table
     from skimage.io import imread

@@ -232,8 +232,9 @@ def test_augmentation_and_hard_negatives_from_the_command_line(tmp_path, files, 
     said = capsys.readouterr()
     assert "hard negatives added per round:" in said.out
     assert "hard-negative round 1: looking for false alarms on training image 1/1" in said.err
-    assert record["prior"]["mode"] == DEFAULT_PRIOR
-    assert main([*base, "-o", str(tmp_path / "b.tilemap"), "--augment", "none", "--prior", "tiles"]) == 0
-    record = load_model(tmp_path / "b.tilemap").record
-    assert tuple(record["parameters"]["augment"]) == () and record["prior"]["mode"] == "tiles"
+    assert record["prior"]["mode"] == DEFAULT_PRIOR == "tiles"
     assert any(a != 0 for a in record["prior"]["logit_adjustment"])
+    assert main([*base, "-o", str(tmp_path / "b.tilemap"), "--augment", "none", "--prior", "balanced"]) == 0
+    record = load_model(tmp_path / "b.tilemap").record
+    assert tuple(record["parameters"]["augment"]) == () and record["prior"]["mode"] == "balanced"
+    assert all(a == 0 for a in record["prior"]["logit_adjustment"])

@@ -109,11 +109,12 @@ TTA_HELP = ("test-time augmentation: average each tile's scores over the quarter
 
 
 AUGMENT_NAMES = ("flip", "rot90", "rotate", "shift", "intensity", "noise", "blur")
-PRIOR_NAMES, DEFAULT_PRIOR = ("tiles", "balanced"), "balanced"  # as TrainConfig, without importing torch
-PRIOR_HELP = ("class frequencies the scores assume: balanced = every class equally likely (finds rare classes, "
-              "also where you did not paint them); tiles = each class's share of the training tiles (far fewer "
-              "false alarms on a busy surface, but needs every defect of the training images painted: an "
-              "unpainted one is learnt as background)")
+PRIOR_NAMES, DEFAULT_PRIOR = ("tiles", "balanced"), "tiles"  # as TrainConfig, without importing torch
+PRIOR_HELP = ("class frequencies the scores assume: tiles = each class's share of the training tiles (far fewer "
+              "false alarms on a busy surface; needs every defect of the training images painted, as an "
+              "unpainted one is learnt as background); balanced = every class equally likely (for a painting of "
+              "only some of the defects: finds rare classes also where you did not paint them, with more false "
+              "alarms)")
 
 
 def _augment_arg(text: str):
@@ -372,12 +373,15 @@ def _demo(args) -> int:
         raise TilemapInputError(f"{str(out)!r} already holds demo results; choose another folder or pass --overwrite")
     if args.view:
         _check_display()
-    config = _check_training_options(48, epochs=args.epochs, device=args.device, seed=args.seed)
+    # the sample paints only some of its defects, which is what the balanced prior is for
+    config = _check_training_options(48, epochs=args.epochs, device=args.device, seed=args.seed, prior="balanced")
     out.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     sample = sample_surface(seed=args.seed)
     tiles = extract_tiles(sample.image, sample.labels, tile_size=48, class_table=sample.class_table, seed=args.seed)
-    print(f"tiles: {tiles.counts()}", file=sys.stderr)
+    painted = len(sample.painted_pits) + len(sample.painted_scratches)
+    print(f"tiles: {tiles.counts()}; {painted} of the {len(sample.pits) + len(sample.scratches)} defects are "
+          "painted, so the prior is 'balanced'", file=sys.stderr)
     model = _train_with_bar(tiles, config, args, results[0])
     args.kept = f"the model was written to {results[0]}; the map store keeps its finished blocks"
     cmap = _predict_with_bar(model, sample.image, results[1], device=args.device, overwrite=True)

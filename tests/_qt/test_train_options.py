@@ -18,8 +18,10 @@ def test_augmentations_and_hard_negatives_reach_the_model(dock, qtbot, small_sam
     assert panel.config().augment is True  # untouched: the default for the tiles' background mode
     panel.augment.value = ["shift", "intensity"]  # a direction-dependent defect: no flips or rotations
     panel.hard_negatives.value = True
-    assert panel.prior.value == "balanced"
-    panel.prior.value = "tiles"  # every defect of the sample's training area painted
+    assert panel.prior.value == "tiles"
+    panel.prior.value = "balanced"  # the sample paints only some of its defects
+    assert panel.config().prior == "balanced"
+    panel.prior.value = "tiles"  # hard negatives, though, take every unpainted place as background
     config = panel.config()
     assert config.augment == ("shift", "intensity") and config.hard_negative_rounds == 1 and config.prior == "tiles"
     panel.preset.value, panel.epochs.value, panel.device.value = "small", 2, "cpu"

@@ -87,12 +87,12 @@ class TrainPanel(Container):
                                                "fine-tune. Needs background 'unpainted' and every defect of the "
                                                "training images painted")
         self.prior = ComboBox(label="class prior", value=TrainConfig.prior,
-                              choices=[("balanced (some defects unpainted)", "balanced"),
-                                       ("tile shares (every defect painted)", "tiles")],
-                              tooltip="balanced: every class equally likely; finds rare classes, also where you "
-                                      "did not paint them. tile shares: each class as common as in the training "
-                                      "tiles; far fewer false alarms on a busy surface, but an unpainted defect "
-                                      "is learnt as background")
+                              choices=[("tile shares (every defect painted)", "tiles"),
+                                       ("balanced (some defects unpainted)", "balanced")],
+                              tooltip="tile shares: each class as common as in the training tiles; far fewer "
+                                      "false alarms on a busy surface, but an unpainted defect is learnt as "
+                                      "background. balanced: every class equally likely; finds rare classes, "
+                                      "also where you did not paint them, with more false alarms")
         self.fine_tune = CheckBox(label="fine-tune the current model", value=False,
                                   tooltip="Start from the model you trained or loaded (same tile size and classes) "
                                           "instead of random weights: for a few more painted corrections")

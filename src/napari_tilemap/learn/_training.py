@@ -97,14 +97,17 @@ class TrainConfig:
     fine-tune. Needs tiles from :func:`extract_tiles` with ``background='unpainted'``."""
     hard_negative_score: float = 0.5
     """Smallest painted-class score that makes an unpainted cell a hard negative."""
-    prior: str = "balanced"
+    prior: str = "tiles"
     """The class frequencies the scores assume, with a background class. Training draws every class
     equally often, so that a class painted 20 times learns as much as a surface of 500 background
-    tiles. ``"tiles"``: after training the output is moved to each class's share of the training
-    tiles (Bayes' rule: the logits gain log(K·share)), so a rare class is called on the evidence it
-    needs at its real frequency, with far fewer false alarms on a busy background. ``"balanced"``: the
-    network as trained, every class equally likely: more recall of rare classes, more false alarms.
-    Without a background class the painted tile counts measure effort, not frequency: always balanced."""
+    tiles. ``"tiles"`` (the default, for ``background="unpainted"``'s contract that every defect of
+    the training images is painted): after training the output is moved to each class's share of the
+    training tiles (Bayes' rule: the logits gain log(K·share)), so a rare class is called on the
+    evidence it needs at its real frequency, with far fewer false alarms on a busy background.
+    ``"balanced"``: the network as trained, every class equally likely: more recall of rare classes,
+    also of defects left unpainted, and more false alarms; for a painting that shows only some of the
+    defects. Without a background class the painted tile counts measure effort, not frequency: always
+    balanced."""
 
     def __post_init__(self) -> None:
         if self.augment is not True:
@@ -339,8 +342,8 @@ def train(
         one-vs-rest so that tiles unlike every class score low for all of them),
         ``hard_negative_rounds`` (0; needs ``background='unpainted'`` tiles from
         :func:`extract_tiles`), ``hard_negative_score`` (0.5), ``prior`` ({'tiles', 'balanced'},
-        'balanced'; 'tiles': scores at the classes' shares of the tiles rather than the balanced
-        draws of training).
+        'tiles': scores at the classes' shares of the tiles rather than the balanced draws of
+        training; 'balanced' when only some of the defects are painted).
 
     Returns
     -------
