@@ -16,6 +16,7 @@ def test_demo_writes_model_map_and_overlay(tmp_path, capsys):
     assert "validation accuracy" in printed.out
     assert "epoch 1/2" in printed.err  # the progress bar goes to stderr
     assert "defects are painted, so the prior is 'balanced'" in printed.err
+    assert "predict the sample" in printed.err and "[[" not in printed.err  # named, not an array's repr
     model = load_model(out / "model.tilemap")
     assert model.record["prior"]["mode"] == "balanced"  # the sample paints only some of its defects
     cmap = open_map(out / "map.zarr")

@@ -310,7 +310,8 @@ def _train_with_bar(tiles, config, args, out: Path):
     return run.model
 
 
-def _predict_with_bar(model, image, out, **kw):
+def _predict_with_bar(model, image, out, name: str | None = None, **kw):
+    """Predict with a progress bar on stderr named ``name``, by default the image file's name."""
     from .maps._predict import predict
 
     shown = None
@@ -318,7 +319,7 @@ def _predict_with_bar(model, image, out, **kw):
     def progress(event):
         nonlocal shown
         if shown is None:
-            shown = Steps(event.total, f"predict {Path(str(image)).name}", "block")
+            shown = Steps(event.total, f"predict {name or Path(str(image)).name}", "block")
         shown.update_to(shown.done + 1)
 
     try:
@@ -384,7 +385,7 @@ def _demo(args) -> int:
           "painted, so the prior is 'balanced'", file=sys.stderr)
     model = _train_with_bar(tiles, config, args, results[0])
     args.kept = f"the model was written to {results[0]}; the map store keeps its finished blocks"
-    cmap = _predict_with_bar(model, sample.image, results[1], device=args.device, overwrite=True)
+    cmap = _predict_with_bar(model, sample.image, results[1], name="the sample", device=args.device, overwrite=True)
     imsave(results[2], overlay(sample.image, cmap), check_contrast=False)
     print(_metrics_line(model))
     print(f"wrote {', '.join(map(str, results))} in {time.perf_counter() - t0:.0f} s")

@@ -22,6 +22,7 @@ from ._augment import (  # noqa: F401 (re-exported)
     normalise_augment,
     random_dihedral,
 )
+from ._averaging import WeightAverage
 from ._devices import release_memory, resolve_device
 from ._hardneg import MiningProgress, check_minable, search_hard_negatives, with_hard_negatives
 from ._model import TileClassifier, _Normalise
@@ -97,6 +98,11 @@ class TrainConfig:
     fine-tune. Needs tiles from :func:`extract_tiles` with ``background='unpainted'``."""
     hard_negative_score: float = 0.5
     """Smallest painted-class score that makes an unpainted cell a hard negative."""
+    weight_average: float = 0.99
+    """Decay of the exponential moving average of the weights (BatchNorm statistics included) that
+    validation judges and the model keeps: about the last 1 / (1 − decay) batches; 0 keeps the
+    weights of the last batch of the kept epoch instead. Averaging steadies the kept network's
+    calibration, which otherwise moves from batch to batch."""
     prior: str = "tiles"
     """The class frequencies the scores assume, with a background class. Training draws every class
     equally often, so that a class painted 20 times learns as much as a surface of 500 background
@@ -249,6 +255,8 @@ class TrainingRun:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * batches)
         amp = _autocast(device)
         loss_fn = _loss_function(cfg.loss, k)
+        average = WeightAverage(net, cfg.weight_average) if cfg.weight_average else None
+        judged_net = average.module if average is not None else net
 
         best_loss, best_state, since_best, reports = math.inf, None, 0, 0
         try:
@@ -270,12 +278,14 @@ class TrainingRun:
                     loss.backward()
                     opt.step()
                     sched.step()
+                    if average is not None:
+                        average.update()
                     value = float(loss.detach())
                     total += value * len(sel)
                     yield BatchProgress(epoch, b + 1, batches, value)
                 train_loss = total / n_samples
                 val_loss, acc, recall, confusion = _evaluate(
-                    net, x_centre[val_idx], y_all[val_idx], device, amp, k, loss_fn, balanced=True
+                    judged_net, x_centre[val_idx], y_all[val_idx], device, amp, k, loss_fn, balanced=True
                 )
                 score = val_loss if judged else train_loss
                 # checkpoints count from the second half of the one-cycle schedule, where the
@@ -283,7 +293,7 @@ class TrainingRun:
                 best = score < best_loss or epoch == max(epochs // 2, 1)
                 if best:
                     best_loss, since_best = score, 0
-                    best_state = copy.deepcopy(model.network.state_dict())
+                    best_state = copy.deepcopy(judged_net[1].state_dict())
                 else:
                     since_best += 1
                 report = EpochReport(
@@ -341,7 +351,8 @@ def train(
         ('auto'), ``seed`` (0), ``loss`` ({'softmax', 'sigmoid'}, 'softmax'; 'sigmoid' trains
         one-vs-rest so that tiles unlike every class score low for all of them),
         ``hard_negative_rounds`` (0; needs ``background='unpainted'`` tiles from
-        :func:`extract_tiles`), ``hard_negative_score`` (0.5), ``prior`` ({'tiles', 'balanced'},
+        :func:`extract_tiles`), ``hard_negative_score`` (0.5), ``weight_average`` (0.99: decay of
+        the moving average of the weights that is validated and kept; 0 none), ``prior`` ({'tiles', 'balanced'},
         'tiles': scores at the classes' shares of the tiles rather than the balanced draws of
         training; 'balanced' when only some of the defects are painted).
 
@@ -522,6 +533,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise TilemapInputError(f"val_fraction must lie in [0, 1), got {cfg.val_fraction}")
     if cfg.lr <= 0:
         raise TilemapInputError(f"lr must be positive, got {cfg.lr}")
+    if not isinstance(cfg.weight_average, (int, float)) or not 0 <= cfg.weight_average < 1:
+        raise TilemapInputError(f"weight_average must be in [0, 1) (0: no averaging), got {cfg.weight_average!r}")
     if not isinstance(cfg.prior, str) or cfg.prior not in PRIORS:
         raise TilemapInputError(f"prior must be one of {list(PRIORS)}, got {cfg.prior!r}")
     if not isinstance(cfg.loss, str) or cfg.loss not in LOSSES:
