@@ -382,7 +382,7 @@ def _demo(args) -> int:
     tiles = extract_tiles(sample.image, sample.labels, tile_size=48, class_table=sample.class_table, seed=args.seed)
     painted = len(sample.painted_pits) + len(sample.painted_scratches)
     print(f"tiles: {tiles.counts()}; {painted} of the {len(sample.pits) + len(sample.scratches)} defects are "
-          "painted, so the prior is 'balanced'", file=sys.stderr)
+          f"painted, so the prior is {config.prior!r}", file=sys.stderr)
     model = _train_with_bar(tiles, config, args, results[0])
     args.kept = f"the model was written to {results[0]}; the map store keeps its finished blocks"
     cmap = _predict_with_bar(model, sample.image, results[1], name="the sample", device=args.device, overwrite=True)
