@@ -218,6 +218,33 @@ def test_a_validation_blind_to_a_trained_class_does_not_choose_the_checkpoint():
         assert r.best == expected, (r.epoch, r.train_loss, r.val_loss)
 
 
+def test_without_background_a_class_painted_in_fewer_than_five_places_trains_on_all_of_them():
+    # class 1 dotted in four places, class 2 in five, each more than a tile from the others
+    image = np.random.default_rng(0).normal(100, 10, (256, 320))
+    labels = np.zeros((256, 320), np.uint8)
+    for k, y in enumerate((20, 70, 120, 170, 220)):
+        labels[y : y + 3, 60:63] = 1 if k < 4 else 0
+        labels[y : y + 3, 250:253] = 2
+    tiles = extract_tiles(image, labels, tile_size=T, background="none", seed=0)
+    assert tiles.counts() == {"class 1": 4, "class 2": 5}
+    for seed in range(3):
+        train_idx, val_idx = split_tiles(tiles, 0.2, seed)
+        assert (tiles.classes[train_idx] == 0).sum() == 4  # class 1 (index 0): all four train
+        assert (tiles.classes[val_idx] == 1).sum() == 1  # class 2: one place of five validates
+    run = TrainingRun(tiles, preset="small", epochs=1, samples_per_epoch=64, device="cpu")
+    with pytest.warns(UserWarning) as caught:
+        for _ in run:
+            pass
+    alone = [str(w.message) for w in caught if "too few separate painted blobs" in str(w.message)]
+    assert len(alone) == 1 and "'class 1'" in alone[0] and "'class 2'" not in alone[0]
+    assert "all their tiles train" in alone[0] and "at least 5 places apart" in alone[0]
+    assert run.model.record["tiles"]["train"]["class 1"] == 4 and run.model.record["tiles"]["val"]["class 2"] == 1
+    # with a background class, the held-out places tell background from paint: four places validate one
+    with_bg = extract_tiles(image, labels, tile_size=T, seed=0)
+    _, val_idx = split_tiles(with_bg, 0.2, 0)
+    assert (with_bg.classes[val_idx] == 1).sum() == 1
+
+
 def test_crowded_blobs_are_told_apart_from_a_single_blob_and_no_validation_asked_means_no_warning():
     # class 1: two groups of three short strokes 12 px apart, whose tiles chain into two groups
     # too large to hold out; class 2: two dots far apart, each too large a share to hold out
