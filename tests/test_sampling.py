@@ -237,12 +237,24 @@ def test_without_background_a_class_painted_in_fewer_than_five_places_trains_on_
             pass
     alone = [str(w.message) for w in caught if "too few separate painted blobs" in str(w.message)]
     assert len(alone) == 1 and "'class 1'" in alone[0] and "'class 2'" not in alone[0]
-    assert "all their tiles train" in alone[0] and "at least 5 places apart" in alone[0]
+    assert "all their tiles train" in alone[0] and f"at least 5 places more than a tile ({T} px) apart" in alone[0]
     assert run.model.record["tiles"]["train"]["class 1"] == 4 and run.model.record["tiles"]["val"]["class 2"] == 1
     # with a background class, the held-out places tell background from paint: four places validate one
     with_bg = extract_tiles(image, labels, tile_size=T, seed=0)
     _, val_idx = split_tiles(with_bg, 0.2, 0)
     assert (with_bg.classes[val_idx] == 1).sum() == 1
+    # blobs that chain into few places are told the same: they train whole, not "cannot be validated"
+    labels[:, 60:63] = 0
+    for y in (30, 40, 50, 180, 190, 200):
+        labels[y : y + 2, 100:160] = 1
+    run = TrainingRun(extract_tiles(image, labels, tile_size=T, background="none", seed=0), preset="small",
+                      epochs=1, samples_per_epoch=64, device="cpu")
+    with pytest.warns(UserWarning) as caught:
+        for _ in run:
+            pass
+    messages = [str(w.message) for w in caught]
+    assert any("'class 1'" in m and "all their tiles train" in m for m in messages), messages
+    assert not any("cannot be validated" in m for m in messages)
 
 
 def test_crowded_blobs_are_told_apart_from_a_single_blob_and_no_validation_asked_means_no_warning():

@@ -77,8 +77,10 @@ def split_tiles(tiles, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
                 break
             block //= 2
         groups[bg] = groups.max() + 1 + inverse.ravel()
-    few = [] if tiles.class_table.has_background else [int(c) for c in np.unique(tiles.classes)
-                               if len(np.unique(groups[tiles.classes == c])) < places_to_validate(val_fraction)]
+    few = []
+    if not tiles.class_table.has_background:
+        few = [int(c) for c in np.unique(tiles.classes)
+               if len(np.unique(groups[tiles.classes == c])) < places_to_validate(val_fraction)]
     train_idx, val_idx = grouped_split(tiles.classes, groups, val_fraction, seed, train_only=few)
     val_bg = val_idx[bg[val_idx]]
     if len(val_bg):
@@ -143,16 +145,21 @@ def warn_unvalidated(tiles, train_idx: np.ndarray, val_idx: np.ndarray, val_frac
         warnings.warn("the background covers too little area to hold part of it out for validation (its "
                       "recall is n/a); paint on a larger image or use a smaller tile", stacklevel=3)
         missing = missing[1:]
-    alone, crowded = [], []
+    whole, alone, crowded = [], [], []
     for c in missing:
         of_c = tiles.classes == c
-        groups = overlap_groups(tiles.image_index[of_c], tiles.classes[of_c], tiles.origins[of_c], tiles.tile_size)
-        (crowded if len(np.unique(tiles.blob_ids[of_c])) > len(np.unique(groups)) else alone).append(names[c])
-    if alone and not tiles.class_table.has_background:
-        warnings.warn(f"class(es) {', '.join(map(repr, alone))} have too few separate painted blobs to "
+        groups = len(np.unique(overlap_groups(tiles.image_index[of_c], tiles.classes[of_c], tiles.origins[of_c],
+                                              tiles.tile_size)))
+        if not tiles.class_table.has_background and groups < places_to_validate(val_fraction):
+            whole.append(names[c])
+        else:
+            (crowded if len(np.unique(tiles.blob_ids[of_c])) > groups else alone).append(names[c])
+    if whole:
+        warnings.warn(f"class(es) {', '.join(map(repr, whole))} have too few separate painted blobs to "
                       "validate: all their tiles train, and their recall is n/a; paint each class in at least "
-                      f"{places_to_validate(val_fraction)} places apart to validate it", stacklevel=3)
-    elif alone:
+                      f"{places_to_validate(val_fraction)} places more than a tile ({tiles.tile_size} px) apart "
+                      "to validate it", stacklevel=3)
+    if alone:
         # with blobs of about equal size, one of three is the smallest share validation may take
         warnings.warn(f"class(es) {', '.join(map(repr, alone))} have too few separate painted blobs to "
                       "validate (their recall is n/a); paint each class in at least three places apart",
