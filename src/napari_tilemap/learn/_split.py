@@ -33,6 +33,12 @@ def places_to_validate(val_fraction: float) -> int:
     return math.ceil(1.0 / val_fraction - 1e-9) if val_fraction > 0 else 0
 
 
+def trains_whole(tiles, places: int, val_fraction: float) -> bool:
+    """Whether a painted class of ``tiles`` found in ``places`` separate places keeps all of them in
+    training (see :func:`places_to_validate`)."""
+    return not tiles.class_table.has_background and places < places_to_validate(val_fraction)
+
+
 def overlap_groups(image_index: np.ndarray, classes: np.ndarray, origins: np.ndarray, tile_size: int) -> np.ndarray:
     """Group id per tile: tiles of one class in one image that overlap, directly or in a chain."""
     n = len(classes)
@@ -77,10 +83,8 @@ def split_tiles(tiles, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
                 break
             block //= 2
         groups[bg] = groups.max() + 1 + inverse.ravel()
-    few = []
-    if not tiles.class_table.has_background:
-        few = [int(c) for c in np.unique(tiles.classes)
-               if len(np.unique(groups[tiles.classes == c])) < places_to_validate(val_fraction)]
+    few = [int(c) for c in np.unique(tiles.classes[painted])
+           if trains_whole(tiles, len(np.unique(groups[tiles.classes == c])), val_fraction)]
     train_idx, val_idx = grouped_split(tiles.classes, groups, val_fraction, seed, train_only=few)
     val_bg = val_idx[bg[val_idx]]
     if len(val_bg):
@@ -150,7 +154,7 @@ def warn_unvalidated(tiles, train_idx: np.ndarray, val_idx: np.ndarray, val_frac
         of_c = tiles.classes == c
         groups = len(np.unique(overlap_groups(tiles.image_index[of_c], tiles.classes[of_c], tiles.origins[of_c],
                                               tiles.tile_size)))
-        if not tiles.class_table.has_background and groups < places_to_validate(val_fraction):
+        if trains_whole(tiles, groups, val_fraction):
             whole.append(names[c])
         else:
             (crowded if len(np.unique(tiles.blob_ids[of_c])) > groups else alone).append(names[c])
