@@ -35,7 +35,7 @@ def painted_files(tmp_path, sample):
     return image, labels
 
 
-def test_train_then_predict_from_files(tmp_path, painted_files, capsys):
+def test_train_then_predict_from_files(tmp_path, painted_files, sample, capsys):
     image, labels = painted_files
     model_path, map_path = tmp_path / "m.tilemap", tmp_path / "map.zarr"
     args = ["train", str(image), str(labels), "-o", str(model_path), "--tile-size", "24", "--preset", "small",
@@ -48,10 +48,26 @@ def test_train_then_predict_from_files(tmp_path, painted_files, capsys):
     table = printed.split("validation confusion matrix (tiles):\n")[1].splitlines()[1 : 1 + len(model.class_table)]
     counts = [[int(v) for v in row.split()[-len(model.class_table):]] for row in table]
     assert counts == model.record["final"]["confusion"]
+    cut = ",".join(f"{n}={v:.3f}" for n, v in model.min_score.items())
+    assert f"suggested min score (pass --min-score model to predict): {cut}" in printed
     assert main(["predict", str(model_path), str(image), "-o", str(map_path), "--device", "cpu"]) == 0
     cmap = open_map(map_path)
-    assert cmap.complete and cmap.shape == (128, 128)
+    assert cmap.complete and cmap.shape == (128, 128) and cmap.min_score is None
     assert "wrote" in capsys.readouterr().out
+
+    # the min score training suggests, by name, to predict and to evaluate
+    assert main(["predict", str(model_path), str(image), "-o", str(map_path), "--device", "cpu",
+                 "--min-score", "model"]) == 0
+    assert f"min score from the model: {cut}" in capsys.readouterr().err
+    cmap = open_map(map_path)
+    table = model.class_table
+    assert cmap.min_score == {0: 0.0, **{table.values[table.names.index(n)]: v for n, v in model.min_score.items()}}
+    expected = cmap.without_threshold().with_min_score(model.min_score)
+    np.testing.assert_array_equal(np.asarray(cmap.classes), np.asarray(expected.classes))
+    truth = tmp_path / "truth.tif"
+    tifffile.imwrite(truth, sample.truth)
+    assert main(["evaluate", str(model_path), str(image), str(truth), "--device", "cpu", "--min-score", "model"]) == 0
+    assert f"min score from the model: {cut}" in capsys.readouterr().err
 
 
 def _fails_with_one_line(args, capsys, match):

@@ -65,3 +65,49 @@ def test_an_unknown_prior_is_refused_by_name():
     small = extract_tiles(image, labels, tile_size=T)
     with pytest.raises(TilemapInputError, match=r"prior must be one of \['tiles', 'balanced'\], got 'data'"):
         train(small, prior="data", **KW)
+
+
+def test_the_tile_prior_records_a_min_score_from_each_class_share_of_the_painted_area(tiles):
+    model = train(tiles, prior="tiles", **KW)
+    image, labels = two_blobs((256, 320))
+    # independent reference: the shares of the tiles and of the pixels (unpainted = background)
+    pi = np.bincount(tiles.classes, minlength=3) / len(tiles)
+    alpha = np.array([(labels == v).sum() for v in (0, *tiles.class_table.values[1:])]) / labels.size
+    rho = alpha / pi
+    assert (rho[1:] < rho[0]).all()  # a blob is one tile (or one per T/4 along it) for its area
+    expected = {name: 1 / (1 + rho[c] / rho[0]) for c, name in enumerate(tiles.class_table.names) if c}
+    assert model.min_score.keys() == expected.keys()
+    for name, value in expected.items():
+        assert model.min_score[name] == pytest.approx(value, rel=1e-9)
+    assert model.record["prior"]["area"]["background"] == (labels == 0).sum()
+    # a cell at the min score is as likely the class as background under the area's shares
+    scores = np.array([1 - model.min_score["class 1"], model.min_score["class 1"]])
+    odds = scores[1] / scores[0] * rho[1] / rho[0]
+    assert odds == pytest.approx(1.0)
+    # 'balanced' declares a partial painting: no shares to hold the regions to
+    assert train(tiles, prior="balanced", **KW).min_score is None
+
+
+def test_sigmoid_min_score_compares_the_log_odds_of_the_two_shares():
+    from napari_tilemap.learn._training import area_min_score
+
+    cut = area_min_score([900, 50, 50], [9800, 100, 100], "sigmoid")
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    expected = 1 / (1 + np.exp(-(logit(0.05) - logit(0.01))))
+    np.testing.assert_allclose(cut, [0.0, expected, expected], rtol=1e-12)
+    # a class no rarer in area than in tiles needs no cut
+    assert not area_min_score([900, 50, 50], [8000, 1000, 1000], "softmax").any()
+
+
+def test_evaluate_takes_the_model_min_score_by_name(tiles):
+    from napari_tilemap import evaluate, predict
+
+    model = train(tiles, prior="tiles", **KW)
+    image, labels = two_blobs((256, 320))
+    own = evaluate(model, image, labels, device="cpu", min_score="model")
+    given = evaluate(model, image, labels, device="cpu", min_score=model.min_score)
+    assert own.min_scores == given.min_scores and own.min_scores[1:] == tuple(model.min_score.values())
+    np.testing.assert_array_equal(own.object_f1, given.object_f1)
+    cmap = predict(model, image, device="cpu")
+    with pytest.raises(TilemapInputError, match="min_score='model' needs a model"):
+        evaluate(cmap, image, labels, min_score="model")

@@ -100,8 +100,9 @@ def _environment_message(err: Exception, command: str) -> str:
 THRESHOLD_HELP = ("reject threshold: cells whose best score is below it are 'unknown' (255); one value in 0..1 "
                   "or one per class, as NAME=T,NAME=T (default: none)")
 MIN_SCORE_HELP = ("regions whose peak score is below this become 'unknown' (255), whole, and are left out; "
-                  "confident regions keep every cell; one value in 0..1 or one per class, as NAME=S,NAME=S "
-                  "('tilemap evaluate' suggests one; default: none)")
+                  "confident regions keep every cell; one value in 0..1 or one per class, as NAME=S,NAME=S, "
+                  "or 'model': the one training suggests ('tilemap train' prints it; 'tilemap evaluate' "
+                  "suggests one from labelled images; default: none)")
 
 
 TTA_HELP = ("test-time augmentation: average each tile's scores over the quarter turns and mirrors the model was "
@@ -134,6 +135,9 @@ def _augment_arg(text: str):
 def _threshold_arg(text: str):
     """``0.7`` or ``pit=0.9,scratch=0.6`` (class names or label values) as a float or a dict."""
     from .maps._threshold import parse_threshold
+
+    if text.strip() == "model":
+        return "model"  # the model's own min score, resolved once the model is loaded
 
     try:
         value = parse_threshold(text)
@@ -243,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
     e.add_argument("--min-score", type=_threshold_arg, default=None, metavar="S",
                    help="regions whose peak score is below this are 'unknown', as 'tilemap predict --min-score' "
-                        "makes them; one value in 0..1 or NAME=S,NAME=S (default: none)")
+                        "makes them; one value in 0..1, NAME=S,NAME=S, or 'model' (default: none)")
     e.add_argument("--report", default=None, metavar="DIR",
                    help="write evaluation.json and pictures (confusion, score histograms, precision-recall) here "
                         "(default: none)")
@@ -342,9 +346,16 @@ def _metrics_line(model) -> str:
     lines = [f"validation accuracy {acc_text}; recall per class: {recall}", kept_epoch(record)]
     if record.get("hard_negatives"):
         lines.append(f"hard negatives added per round: {', '.join(map(str, record['hard_negatives']))}")
+    if model.min_score:
+        lines.append(f"suggested min score (pass --min-score model to predict): {_cut_text(model.min_score)}")
     if final.get("confusion"):
         lines.append(confusion_table(final["confusion"], model.class_table.names))
     return "\n".join(lines)
+
+
+def _cut_text(cut) -> str:
+    """A min score as the command line takes it: ``pit=0.72,scratch=0.85``, or ``none``."""
+    return ",".join(f"{n}={v:.3f}" for n, v in cut.items()) if cut else "none"
 
 
 def confusion_table(confusion, names) -> str:
@@ -468,6 +479,9 @@ def _predict(args) -> int:
     model = load_model(args.model)
     from .maps._threshold import normalize_threshold
 
+    if args.min_score == "model":
+        args.min_score = model.min_score
+        print(f"min score from the model: {_cut_text(args.min_score)}", file=sys.stderr)
     for value, what in ((args.threshold, "threshold"), (args.min_score, "min_score")):
         if value is not None:  # a bad value fails before any work
             normalize_threshold(value, model.class_table, what)
@@ -528,6 +542,9 @@ def _evaluate(args) -> int:
     if args.report is not None:
         check_report_folder(args.report, overwrite=args.overwrite)  # before any work
     model = load_model(args.model)
+    if args.min_score == "model":
+        args.min_score = model.min_score
+        print(f"min score from the model: {_cut_text(args.min_score)}", file=sys.stderr)
     shown = None
 
     def progress(event):

@@ -306,7 +306,7 @@ def evaluate(
     *,
     unlabelled: str = "background",
     threshold: float | dict | None = None,
-    min_score: float | dict | None = None,
+    min_score: float | dict | str | None = None,
     distance: int | None = None,
     target_precision: float = 0.95,
     block_size: int = 1024,
@@ -337,7 +337,8 @@ def evaluate(
         ``threshold``) are *unknown*, as in ``ClassificationMap.with_min_score``: left out of
         the object figures and counted as unknown cells. The average precision, PR curves and
         suggested min scores are those of every region. Maps are judged with their own
-        min score unless one is given.
+        min score unless one is given. ``"model"``: the model's own suggestion from training,
+        :attr:`TileClassifier.min_score` (none when it records none).
     distance : int, optional
         Largest gap in cells between matching objects (default 1 cell, ``step`` pixels).
     target_precision : float
@@ -379,6 +380,10 @@ def evaluate(
     if int(block_size) < 1:
         raise TilemapInputError(f"block_size must be a positive number of pixels, got {block_size!r}")
     maps, model = _maps_or_model(model_or_map)
+    if isinstance(min_score, str) and min_score == "model":
+        if model is None:
+            raise TilemapInputError("min_score='model' needs a model: pass the model, or the maps' min score itself")
+        min_score = model.min_score
     if tta and model is None:
         raise TilemapInputError("tta applies when evaluating a model: predict the maps with tta=True instead")
     if tta:

@@ -79,6 +79,20 @@ class TileClassifier:
         return self.arch.activation
 
     @property
+    def min_score(self) -> dict[str, float] | None:
+        """The min peak score training suggests per painted class, ``{class name: score}``, or None.
+
+        With the tile prior (:attr:`TrainConfig.prior`, the default) and a background class, a region
+        is kept when its peak cell would be called the class had the prior been the class's share of
+        the painted area rather than of the tiles (:func:`~._training.area_min_score`): far fewer
+        false alarms on a busy surface, each kept region at its full extent. Pass it as
+        ``min_score="model"`` to :func:`evaluate`, ``--min-score model`` to ``tilemap predict`` /
+        ``evaluate``, or to :meth:`ClassificationMap.with_min_score`.
+        """
+        cut = ((self.record or {}).get("prior") or {}).get("min_score")
+        return dict(cut) if cut else None
+
+    @property
     def halo(self) -> int:
         """(T - S) / 2: context a block reads beyond its own pixels on each side."""
         return (self.tile_size - self.step) // 2

@@ -182,11 +182,12 @@ class TrainingRun:
     def __iter__(self) -> Iterator[BatchProgress | EpochReport | MiningProgress]:
         # the prior is that of the tiles the user's painting gave, before any hard negatives
         counts = np.bincount(self.tiles.classes, minlength=len(self.tiles.class_table))
+        area = painted_area(self.tiles)
         try:
             yield from self._rounds()
         finally:
             if self.model is not None and self.model is not self.init_model:
-                set_prior(self.model, counts, self.config.prior)
+                set_prior(self.model, counts, self.config.prior, area)
 
     def _rounds(self) -> Iterator[BatchProgress | EpochReport | MiningProgress]:
         cfg = self.config
@@ -396,18 +397,64 @@ def logit_adjustment(counts, activation: str, prior: str, has_background: bool) 
     return np.log(k * share)
 
 
-def set_prior(model: TileClassifier, counts, prior: str) -> None:
+def set_prior(model: TileClassifier, counts, prior: str, area=None) -> None:
     """Move ``model``'s output (trained on balanced draws, no prior set) to ``prior``: the bias of its
-    last layer gains :func:`logit_adjustment`, recorded in ``record["prior"]``."""
+    last layer gains :func:`logit_adjustment`, recorded in ``record["prior"]``. With the tile prior and
+    ``area`` (pixels per class, :func:`painted_area`), the record also holds the
+    :func:`area_min_score` of the painted classes."""
     table = model.class_table
     adj = logit_adjustment(counts, model.activation, prior, table.has_background)
     with torch.no_grad():
         model.network[-1].bias += torch.as_tensor(adj, dtype=model.network[-1].bias.dtype)
-    model.record = {**(model.record or {}), "prior": {
+    record = {
         "mode": prior if table.has_background else "balanced",
         "tiles": dict(zip(table.names, np.asarray(counts).tolist())),
         "logit_adjustment": [float(a) for a in adj],
-    }}
+    }
+    if area is not None and adj.any():
+        cut = area_min_score(counts, area, model.activation)
+        record["area"] = dict(zip(table.names, np.asarray(area).tolist()))
+        record["min_score"] = {n: float(v) for n, v in zip(table.names[1:], cut[1:]) if v > 0}
+    model.record = {**(model.record or {}), "prior": record}
+
+
+def painted_area(tiles) -> np.ndarray | None:
+    """(K,) pixels of each class in the images ``tiles`` were cut from (unpainted pixels count as
+    background); None for tiles without their sources or without a background class."""
+    if tiles.sources is None or not tiles.class_table.has_background:
+        return None
+    values = np.asarray(tiles.class_table.values)
+    area = np.zeros(len(values), np.int64)
+    for lab in tiles.sources[1]:
+        present, n = np.unique(lab, return_counts=True)
+        for v, c in zip(present.tolist(), n.tolist()):
+            area[0 if v == 0 else int(np.flatnonzero(values == v)[0])] += c
+    return area
+
+
+def area_min_score(counts, area, activation: str) -> np.ndarray:
+    """(K,) the min peak score that asks of a region the evidence of its class's share of the painted area.
+
+    The tile prior sets each class at its share π_c of the training tiles; a painted class has more
+    tiles for its area than the surface (a pit is one tile, a scratch one every T/4 along it, against
+    one per (T/4)² of background), so the cells its regions grow from are called on less evidence than
+    the class's share α_c of the pixels asks. A region is kept when its peak cell would still be called
+    the class had the prior been the area's: against background, on odds moved by ρ_c / ρ_0 with
+    ρ = α / π, a score of at least ``sigmoid(log(ρ_0 / ρ_c))`` (softmax; sigmoid outputs compare the
+    class's log-odds of α_c and π_c). Its extent stays the tile prior's (hysteresis: a strong peak, a
+    weaker reach). 0 (no cut) for background and for classes no rarer in area than in tiles.
+    """
+    counts = np.maximum(np.asarray(counts, np.float64), 1.0)
+    area = np.maximum(np.asarray(area, np.float64), 1.0)
+    pi, alpha = counts / counts.sum(), area / area.sum()
+    if activation == "sigmoid":
+        gap = (np.log(pi / (1 - pi)) - np.log(alpha / (1 - alpha)))
+    else:
+        rho = alpha / pi
+        gap = np.log(rho[0] / rho)
+    cut = np.where(gap > 0, 1.0 / (1.0 + np.exp(-gap)), 0.0)
+    cut[0] = 0.0
+    return cut
 
 
 def without_prior(model: TileClassifier) -> TileClassifier:
