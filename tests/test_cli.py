@@ -51,23 +51,29 @@ def test_train_then_predict_from_files(tmp_path, painted_files, sample, capsys):
     cut = ",".join(f"{n}={v:.3f}" for n, v in model.min_score.items())
     assert f"suggested min score (pass --min-score model to predict): {cut}" in printed
     assert main(["predict", str(model_path), str(image), "-o", str(map_path), "--device", "cpu"]) == 0
+    # by default the map gets the min score training suggested: weak regions are unknown, whole
+    said = capsys.readouterr()
+    assert f"min score from the model: {cut}" in said.err and "wrote" in said.out
     cmap = open_map(map_path)
-    assert cmap.complete and cmap.shape == (128, 128) and cmap.min_score is None
-    assert "wrote" in capsys.readouterr().out
-
-    # the min score training suggests, by name, to predict and to evaluate
-    assert main(["predict", str(model_path), str(image), "-o", str(map_path), "--device", "cpu",
-                 "--min-score", "model"]) == 0
-    assert f"min score from the model: {cut}" in capsys.readouterr().err
-    cmap = open_map(map_path)
+    assert cmap.complete and cmap.shape == (128, 128)
     table = model.class_table
     assert cmap.min_score == {0: 0.0, **{table.values[table.names.index(n)]: v for n, v in model.min_score.items()}}
     expected = cmap.without_threshold().with_min_score(model.min_score)
     np.testing.assert_array_equal(np.asarray(cmap.classes), np.asarray(expected.classes))
+    # 'none' keeps every region: a fresh store without a min score
+    raw_path = tmp_path / "raw.zarr"
+    assert main(["predict", str(model_path), str(image), "-o", str(raw_path), "--device", "cpu",
+                 "--min-score", "none"]) == 0
+    raw = open_map(raw_path)
+    assert raw.min_score is None and not capsys.readouterr().err.count("min score from the model")
+    np.testing.assert_array_equal(np.asarray(raw.classes), np.asarray(cmap.best_classes))
     truth = tmp_path / "truth.tif"
     tifffile.imwrite(truth, sample.truth)
-    assert main(["evaluate", str(model_path), str(image), str(truth), "--device", "cpu", "--min-score", "model"]) == 0
-    assert f"min score from the model: {cut}" in capsys.readouterr().err
+    assert main(["evaluate", str(model_path), str(image), str(truth), "--device", "cpu"]) == 0
+    said = capsys.readouterr()
+    assert f"min score from the model: {cut}" in said.err
+    applied = ", ".join(f"{n} {v:g}" for n, v in model.min_score.items())
+    assert f"regions with a peak score below min score left out: {applied}" in said.out
 
 
 def _fails_with_one_line(args, capsys, match):

@@ -138,3 +138,36 @@ def test_a_stored_map_gets_the_same_cells_lazily_and_can_record_them(tmp_path):
     plain = clear_threshold(path)
     assert plain.min_score is None and zarr.open_group(str(path), mode="r").attrs["tilemap"]["min_score"] is None
     np.testing.assert_array_equal(np.asarray(plain.classes[...]), memory.classes)
+
+
+def test_predict_applies_the_min_score_training_suggested_unless_told_otherwise(tmp_path, sample, trained):
+    import copy
+
+    from napari_tilemap import predict
+
+    model = copy.deepcopy(trained[1])
+    image = sample.image[:256, :256]
+    raw = predict(model, image, device="cpu", min_score=None)
+    assert raw.min_score is None and model.min_score is None  # a balanced model suggests none
+    best, top = np.asarray(raw.best_classes), np.asarray(raw.scores).max(0)
+    peaks = [top[regions == r].max() for k in (1, 2) for regions in [label(best == k, connectivity=2)]
+             for r in range(1, regions.max() + 1)]
+    ordered = np.sort(peaks)  # a cut halfway between two regions' peaks, clear of rounding
+    middle = float(ordered[len(ordered) // 2 - 1 : len(ordered) // 2 + 1].mean())
+    cut = dict.fromkeys(model.class_table.names[1:], middle)
+    model.record = {**model.record, "prior": {**model.record["prior"], "min_score": cut}}  # as training writes it
+    expected = np.asarray(raw.with_min_score(cut).classes)
+    assert (expected == UNKNOWN).any() and ((expected > 0) & (expected != UNKNOWN)).any()
+
+    in_memory = predict(model, image, device="cpu")
+    np.testing.assert_array_equal(np.asarray(in_memory.classes), expected)
+    stored = predict(model, image, tmp_path / "m.zarr", device="cpu", block_size=128)
+    np.testing.assert_array_equal(np.asarray(open_map(tmp_path / "m.zarr").classes), expected)
+    assert stored.min_score == open_map(tmp_path / "m.zarr").min_score == {0: 0.0, 1: cut["pit"], 2: cut["scratch"]}
+    np.testing.assert_array_equal(np.asarray(stored.best_classes), best)  # the best classes are kept beside
+    # a min score of one's own replaces the model's; a bad one fails before any work
+    np.testing.assert_array_equal(np.asarray(predict(model, image, device="cpu", min_score=0.99).classes),
+                                  np.asarray(raw.with_min_score(0.99).classes))
+    with pytest.raises(TilemapInputError, match="min_score key 'crack'"):
+        predict(model, image, tmp_path / "bad.zarr", device="cpu", min_score={"crack": 0.5})
+    assert not (tmp_path / "bad.zarr").exists()

@@ -100,9 +100,9 @@ def _environment_message(err: Exception, command: str) -> str:
 THRESHOLD_HELP = ("reject threshold: cells whose best score is below it are 'unknown' (255); one value in 0..1 "
                   "or one per class, as NAME=T,NAME=T (default: none)")
 MIN_SCORE_HELP = ("regions whose peak score is below this become 'unknown' (255), whole, and are left out; "
-                  "confident regions keep every cell; one value in 0..1 or one per class, as NAME=S,NAME=S, "
-                  "or 'model': the one training suggests ('tilemap train' prints it; 'tilemap evaluate' "
-                  "suggests one from labelled images; default: none)")
+                  "confident regions keep every cell; one value in 0..1 or one per class, as NAME=S,NAME=S; "
+                  "'none' keeps every region; 'model': the one training suggested, which 'tilemap train' "
+                  "prints ('tilemap evaluate' suggests one from labelled images) (default: model)")
 
 
 TTA_HELP = ("test-time augmentation: average each tile's scores over the quarter turns and mirrors the model was "
@@ -136,8 +136,8 @@ def _threshold_arg(text: str):
     """``0.7`` or ``pit=0.9,scratch=0.6`` (class names or label values) as a float or a dict."""
     from .maps._threshold import parse_threshold
 
-    if text.strip() == "model":
-        return "model"  # the model's own min score, resolved once the model is loaded
+    if text.strip() in ("model", "none"):
+        return text.strip()  # the model's own min score, or none, resolved once the model is loaded
 
     try:
         value = parse_threshold(text)
@@ -235,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--float16", action="store_true", help="store scores as float16 (half the disk)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing, different map store")
     r.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
-    r.add_argument("--min-score", type=_threshold_arg, default=None, metavar="S", help=MIN_SCORE_HELP)
+    r.add_argument("--min-score", type=_threshold_arg, default="model", metavar="S", help=MIN_SCORE_HELP)
     r.add_argument("--tta", action="store_true", help=TTA_HELP)
     r.set_defaults(run=_predict)
 
@@ -245,9 +245,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--unlabelled", default="background", choices=["background", "ignore"],
                    help="truth value 0 is background (a full ground truth) or is ignored (sparse painting)")
     e.add_argument("--threshold", type=_threshold_arg, default=None, metavar="T", help=THRESHOLD_HELP)
-    e.add_argument("--min-score", type=_threshold_arg, default=None, metavar="S",
+    e.add_argument("--min-score", type=_threshold_arg, default="model", metavar="S",
                    help="regions whose peak score is below this are 'unknown', as 'tilemap predict --min-score' "
-                        "makes them; one value in 0..1, NAME=S,NAME=S, or 'model' (default: none)")
+                        "makes them; one value in 0..1, NAME=S,NAME=S, 'none', or 'model': the one training "
+                        "suggested (default: model)")
     e.add_argument("--report", default=None, metavar="DIR",
                    help="write evaluation.json and pictures (confusion, score histograms, precision-recall) here "
                         "(default: none)")
@@ -351,6 +352,18 @@ def _metrics_line(model) -> str:
     if final.get("confusion"):
         lines.append(confusion_table(final["confusion"], model.class_table.names))
     return "\n".join(lines)
+
+
+def _min_score_of(value, model):
+    """``--min-score`` once the model is loaded: 'model' is the model's own (said on stderr), 'none' None."""
+    if value == "none":
+        return None
+    if value == "model":
+        if model.min_score:
+            print(f"min score from the model: {_cut_text(model.min_score)} ('--min-score none' keeps every region)",
+                  file=sys.stderr)
+        return model.min_score
+    return value
 
 
 def _cut_text(cut) -> str:
@@ -479,9 +492,7 @@ def _predict(args) -> int:
     model = load_model(args.model)
     from .maps._threshold import normalize_threshold
 
-    if args.min_score == "model":
-        args.min_score = model.min_score
-        print(f"min score from the model: {_cut_text(args.min_score)}", file=sys.stderr)
+    args.min_score = _min_score_of(args.min_score, model)
     for value, what in ((args.threshold, "threshold"), (args.min_score, "min_score")):
         if value is not None:  # a bad value fails before any work
             normalize_threshold(value, model.class_table, what)
@@ -498,7 +509,7 @@ def _predict(args) -> int:
         cmap = _predict_with_bar(
             model, image, store, block_size=args.chunk, device=args.device, overwrite=args.overwrite,
             workers=args.workers, scheduler=args.scheduler, scores_dtype="float16" if args.float16 else "float32",
-            tta=args.tta,
+            tta=args.tta, min_score=None,
         )
         if args.threshold is not None or args.min_score is not None:
             from .maps._threshold import write_threshold
@@ -542,9 +553,8 @@ def _evaluate(args) -> int:
     if args.report is not None:
         check_report_folder(args.report, overwrite=args.overwrite)  # before any work
     model = load_model(args.model)
-    if args.min_score == "model":
-        args.min_score = model.min_score
-        print(f"min score from the model: {_cut_text(args.min_score)}", file=sys.stderr)
+    min_score = _min_score_of(args.min_score, model)
+    args.min_score = 0.0 if min_score is None else min_score  # 0: every region judged
     shown = None
 
     def progress(event):

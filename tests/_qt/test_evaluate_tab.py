@@ -42,7 +42,7 @@ def test_evaluate_shows_the_figures_of_the_api_and_saves_a_report(dock, qtbot, s
 
     asked = []
     monkeypatch.setattr(evaluate_panel, "evaluate", lambda *a, **kw: asked.append(kw) or evaluate(*a, **kw))
-    panel.threshold.value, panel.min_score.value, panel.tta.value = 0.0, 0.9, True
+    panel.threshold.value, panel.min_score.value, panel.tta.value = 0.0, "0.9", True
     panel.evaluate.clicked()
     wait_for(qtbot, panel)
     assert (asked[-1]["threshold"], asked[-1]["min_score"], asked[-1]["tta"]) == (None, 0.9, True)
@@ -97,8 +97,9 @@ def test_the_threshold_slider_recolours_the_map_from_its_scores(dock, qtbot, sma
     masks = [regions == r for k in np.unique(cut[(cut > 0) & (cut != UNKNOWN)])
              for regions in [label(cut == k, connectivity=2)] for r in range(1, regions.max() + 1)]
     peaks = np.array([scores.max(0)[mask].max() for mask in masks])
-    w.prediction.min_score.value = float(np.ceil(np.median(peaks) * 100) / 100)  # the slider steps by 0.01
-    m = w.prediction.min_score.value
+    m = float(np.ceil(np.median(peaks) * 100) / 100)
+    w.prediction.min_score.value = f"{m}"
+    w.prediction.min_score.native.editingFinished.emit()  # as pressing Enter does
     expected = cut.copy()
     for mask in [mask for mask, peak in zip(masks, peaks) if peak < m]:
         expected[mask] = UNKNOWN
@@ -106,6 +107,57 @@ def test_the_threshold_slider_recolours_the_map_from_its_scores(dock, qtbot, sma
     np.testing.assert_array_equal(np.asarray(layer.data), expected)
     assert w.session.map.min_score == m and w.session.map.threshold == t
     w.prediction.threshold.value = 0.0
-    w.prediction.min_score.value = 0.0
+    w.prediction.min_score.value = ""
+    w.prediction.min_score.native.editingFinished.emit()
     np.testing.assert_array_equal(np.asarray(layer.data), best)
+    assert w.session.map.min_score is None
+    assert not notifications["error"], notifications
+    w.prediction.min_score.value = "crack=0.5"
+    w.prediction.min_score.native.editingFinished.emit()
+    assert "min_score key 'crack'" in notifications["error"][-1]
+
+
+def test_predict_and_evaluate_tabs_apply_the_min_score_training_suggested(dock, qtbot, sample, trained,
+                                                                         notifications):
+    import copy
+
+    from skimage.measure import label
+
+    from napari_tilemap._classes import UNKNOWN
+    from napari_tilemap.maps._predict import predict
+
+    viewer, w = dock
+    model = copy.deepcopy(trained[1])
+    raw = predict(model, sample.image, device="cpu", min_score=None)
+    best, top = np.asarray(raw.best_classes), np.asarray(raw.scores).max(0)
+    painted = model.class_table.values[1:]
+    peaks = [top[regions == r].max() for k in painted for regions in [label(best == k, connectivity=2)]
+             for r in range(1, regions.max() + 1)]
+    ordered = np.sort(peaks)  # a cut halfway between two regions' peaks, clear of rounding
+    cut = float(ordered[len(ordered) // 2 - 1 : len(ordered) // 2 + 1].mean())
+    names = model.class_table.names[1:]
+    model.record = {**model.record, "prior": {"mode": "tiles", "min_score": dict.fromkeys(names, cut)}}  # as training
+    assert model.min_score == dict.fromkeys(names, cut)
+    w.session.model = model
+    w.prediction.image.value = viewer.add_image(sample.image, name="surface")
+    w.prediction.device.value = "cpu"
+    assert w.prediction.min_score.value == "model"  # the default
+    w.prediction.predict.clicked()
+    wait_for(qtbot, w.prediction)
+    expected = np.asarray(raw.with_min_score(cut).classes)
+    assert (expected == UNKNOWN).any() and ((expected > 0) & (expected != UNKNOWN)).any()
+    np.testing.assert_array_equal(np.asarray(viewer.layers["surface map classes"].data), expected)
+    assert w.session.map.min_score == {0: 0.0, **dict.fromkeys(painted, cut)}
+
+    panel = w.evaluation
+    panel.image.value = w.prediction.image.value
+    panel.truth.value = viewer.add_labels(sample.truth, name="truth")
+    panel.device.value = "cpu"
+    panel.evaluate.clicked()
+    wait_for(qtbot, panel)
+    assert panel.result.min_scores == (0.0, *[cut] * len(names))
+    panel.min_score.value = ""  # every region judged
+    panel.evaluate.clicked()
+    wait_for(qtbot, panel)
+    assert panel.result.min_scores == (0.0,) * len(model.class_table)
     assert not notifications["error"], notifications

@@ -71,7 +71,8 @@ def test_the_reader_opens_a_saved_map_as_the_same_layers(make_napari_viewer, mod
     np.testing.assert_array_equal(np.asarray(classes.data), np.asarray(open_map(tmp_path / "surface-map.zarr").classes))
     assert tuple(classes.scale) == (model.step, model.step)
     assert tuple(classes.translate) == ((model.step - 1) / 2,) * 2
-    assert list(classes.features["class"]) == list(model.class_table.names)
+    # a map with the model's min score also names 'unknown', the weak regions' value
+    assert list(classes.features["class"]) == [*model.class_table.names, *(["unknown"] if cmap.rejects else [])]
     from napari_tilemap._layerdata import get_reader
 
     assert get_reader(str(tmp_path)) is None  # other folders are left to other readers

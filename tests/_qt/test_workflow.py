@@ -57,7 +57,8 @@ def test_paint_extract_train_predict_finds_a_defect_at_its_world_position(dock, 
     wait_for(qtbot, w.prediction)
     classes_layer = viewer.layers["surface map classes"]
     assert np.ravel(classes_layer.colormap.map(1)).tolist() == pytest.approx(list(w.session.model.class_table.colors[1]), abs=1e-6)
-    assert list(classes_layer.features["class"]) == ["background", "pit", "scratch"]
+    assert w.session.model.min_score  # the tile prior's, which the map gets by default: weak regions are unknown
+    assert list(classes_layer.features["class"]) == ["background", "pit", "scratch", "unknown"]
     assert "surface map score pit" in viewer.layers
     # a painted pit, taken to world coordinates through the image layer, lies under a "pit" cell
     y, x, _ = small_sample.pits[small_sample.painted_pits[0]]

@@ -28,6 +28,7 @@ from ..maps._dense import trained_orientations
 from . import _notify
 from ._controls import device_combo, read_only_text
 from ._layers import check_2d, full_resolution, layer_combo, plane_shape
+from ._minscore import min_score_edit, read_min_score
 from .plot import EvaluationPlot
 
 
@@ -39,7 +40,8 @@ class EvaluateParams:
     threshold: float | None
     block_size: int
     device: str
-    min_score: float | None = None
+    min_score: float | dict | None = None
+    """None: every region judged (the text field's 'model' is resolved with the model first)."""
     tta: bool = False
 
 
@@ -50,7 +52,8 @@ def _evaluate_job(model, image, truth, params: EvaluateParams, cancel: threading
     with ThreadPoolExecutor(1, thread_name_prefix="tilemap-evaluate") as pool:
         future = pool.submit(
             evaluate, model, image, truth, unlabelled=params.unlabelled, threshold=params.threshold,
-            min_score=params.min_score, block_size=params.block_size, device=params.device, tta=params.tta,
+            min_score=0.0 if params.min_score is None else params.min_score, block_size=params.block_size,
+            device=params.device, tta=params.tta,
             callback=events.put, cancel=cancel,
         )
         while not (future.done() and events.empty()):
@@ -73,7 +76,7 @@ class EvaluatePanel(Container):
             choices=[("are background (full truth)", "background"), ("are ignored (sparse painting)", "ignore")],
         )
         self.threshold = FloatSpinBox(label="reject threshold", value=0.0, min=0.0, max=1.0, step=0.05)
-        self.min_score = FloatSpinBox(label="min peak score", value=0.0, min=0.0, max=1.0, step=0.01)
+        self.min_score = min_score_edit("")
         self.block_size = SpinBox(label="block size", value=1024, min=64, max=16384, step=64)
         self.device = device_combo()
         self.tta = CheckBox(label="test-time augmentation", value=False)
@@ -104,8 +107,8 @@ class EvaluatePanel(Container):
                                    "painted pixels are scored")
         self.threshold.tooltip = "Cells whose best score is below this are 'unknown' (0: no threshold)"
         self.min_score.tooltip = ("Regions whose highest score is below this are 'unknown', whole, as the Predict "
-                                  "tab's slider shows them (0: none); the suggested min score is of every "
-                                  "region")
+                                  "tab shows them: 'model' (the default) the min score training suggested, one "
+                                  "value or NAME=VALUE pairs, empty none; the suggested min score is of every region")
         self.tta.tooltip = "Predict with test-time augmentation, as the Predict tab's checkbox does (up to 8x the time)"
         self.image.tooltip = "The image to classify and compare with the truth; follows the layer you add or select"
         self.block_size.tooltip = "Side in pixels of the blocks the image is classified in; memory grows with its square"
@@ -114,11 +117,12 @@ class EvaluatePanel(Container):
         self.report_dir.tooltip = "A folder for evaluation.json and the pictures"
         self.save.tooltip = "Write the report of the last evaluation into the report folder"
 
-    def params(self) -> EvaluateParams:
-        threshold, min_score = float(self.threshold.value), float(self.min_score.value)
+    def params(self, model) -> EvaluateParams:
+        """The controls' snapshot, the min score resolved with ``model`` (a bad one raises ValueError)."""
+        threshold = float(self.threshold.value)
         return EvaluateParams(self.unlabelled.value, threshold if threshold > 0 else None,
-                              int(self.block_size.value), self.device.value, min_score if min_score > 0 else None,
-                              bool(self.tta.value))
+                              int(self.block_size.value), self.device.value,
+                              read_min_score(self.min_score.value, model), bool(self.tta.value))
 
     def start(self):
         """Evaluate the current model on the chosen image against the chosen truth."""
@@ -137,12 +141,13 @@ class EvaluatePanel(Container):
                                  f"{image.name!r} has {plane_shape(image)}; choose the labels drawn on this image")
             if self.tta.value:
                 trained_orientations(model)  # a model without flips and turns is told before any work
+            params = self.params(model)
         except ValueError as err:
             _notify.error(f"Evaluation: {err}")
             return None
         self._cancel = threading.Event()
         self.result = None
-        self.worker = _evaluate_job(model, full_resolution(image), truth.data, self.params(), self._cancel,
+        self.worker = _evaluate_job(model, full_resolution(image), truth.data, params, self._cancel,
                                     _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_done)

@@ -27,6 +27,7 @@ from ..maps._predict import iter_predict
 from . import _notify
 from ._controls import device_combo
 from ._layers import check_2d, full_resolution, layer_combo, visible_box, yx_transform
+from ._minscore import min_score_edit, read_min_score
 
 REDRAW_SECONDS = 0.25
 
@@ -41,13 +42,15 @@ class PredictParams:
     contours: bool
     out: str | None
     tta: bool = False
+    min_score: float | dict | None = None
+    """The min score the map gets (resolved from the text field with the model)."""
 
 
 @thread_worker
 def _predict_job(model, data, params: PredictParams):
     """Worker body: yields BlockDone events; returns the finished map."""
     return (yield from iter_predict(model, data, params.out, block_size=params.block_size, device=params.device,
-                                    tta=params.tta))
+                                    tta=params.tta, min_score=params.min_score))
 
 
 class PredictPanel(Container):
@@ -77,9 +80,10 @@ class PredictPanel(Container):
         self.threshold = FloatSlider(label="reject threshold", value=0.0, min=0.0, max=1.0, step=0.01)
         self.threshold.tooltip = ("Cells whose best score is below this are shown as 'unknown' (grey), without "
                                   "running the network again; 0 shows every cell's best class")
-        self.min_score = FloatSlider(label="min peak score", value=0.0, min=0.0, max=1.0, step=0.01, tracking=False)
-        self.min_score.tooltip = ("Regions whose highest score is below this are shown as 'unknown' (grey), whole; "
-                                  "confident regions keep every cell. 'Evaluate' suggests one; 0: none")
+        self.min_score = min_score_edit(
+            "Regions whose highest score is below this are shown as 'unknown' (grey), whole; confident regions "
+            "keep every cell. 'model' (the default): the min score training suggested; one value in 0..1 or "
+            "NAME=VALUE pairs ('Evaluate' suggests them); empty: none. Applied when you press Enter")
         super().__init__(widgets=[self.image, self.region, self.block_size, self.device, self.contours, self.tta,
                                   self.out, self.predict, self.stop, self.status, self.threshold, self.min_score])
         self.worker = None
@@ -88,12 +92,15 @@ class PredictPanel(Container):
         self.predict.clicked.connect(self.start)
         self.stop.clicked.connect(self.request_stop)
         self.threshold.changed.connect(self.apply_threshold)
-        self.min_score.changed.connect(self.apply_threshold)
+        self.min_score.native.editingFinished.connect(self.apply_threshold)
+        self._model = None
 
-    def params(self) -> PredictParams:
+    def params(self, model=None) -> PredictParams:
+        """The controls' snapshot; with ``model``, its min score resolved (a bad one raises ValueError)."""
         out = str(self.out.value) if str(self.out.value) not in ("", ".") else None
+        cut = None if model is None else read_min_score(self.min_score.value, model)
         return PredictParams(self.region.value, int(self.block_size.value), self.device.value,
-                             bool(self.contours.value), out, bool(self.tta.value))
+                             bool(self.contours.value), out, bool(self.tta.value), cut)
 
     def start(self):
         """Predict in a worker thread; the map layers appear with the first block."""
@@ -104,8 +111,8 @@ class PredictPanel(Container):
         if image is None:
             _notify.error("Choose an image layer to predict on.")
             return None
-        p = self.params()
         try:
+            p = self.params(model)
             check_2d(image)
             data = full_resolution(image)
             channels = data.shape[-1] if image.rgb else 1
@@ -127,6 +134,7 @@ class PredictPanel(Container):
             _notify.error(f"Prediction: {err}")
             return None
         scale, translate = yx_transform(image)
+        self._model = model
         self._placement = (scale, tuple(t + s * o for t, s, o in zip(translate, scale, origin)))
         self._name = f"{image.name} map" + (" (view)" if p.region == "in view" else "")
         self._contours = p.contours
@@ -181,8 +189,7 @@ class PredictPanel(Container):
         for layer in self.layers:
             layer.refresh()
         self.status.value = f"Map of {cmap.shape[0]}x{cmap.shape[1]} cells (step {cmap.step})"
-        if self.threshold.value > 0 or self.min_score.value > 0:
-            self.apply_threshold()
+        self.apply_threshold()  # the layers were filled with the best classes
 
     def apply_threshold(self, _=None) -> None:
         """Re-colour the map's classes layer from its scores: cells below the threshold, and regions
@@ -190,9 +197,10 @@ class PredictPanel(Container):
         cmap = self._result
         if cmap is None or not self.layers:
             return
-        t, m = float(self.threshold.value), float(self.min_score.value)
+        t = float(self.threshold.value)
         try:
-            shown = apply_rules(cmap, t if t > 0 else None, m if m > 0 else None)  # the predicted map: no rules yet
+            m = read_min_score(self.min_score.value, self._model)
+            shown = apply_rules(cmap.without_threshold(), t if t > 0 else None, m)
         except ValueError as err:
             _notify.error(f"Threshold: {err}")
             return

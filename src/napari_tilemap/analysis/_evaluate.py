@@ -336,9 +336,10 @@ def evaluate(
         Predicted regions whose peak score is below this (a float, or a dict like
         ``threshold``) are *unknown*, as in ``ClassificationMap.with_min_score``: left out of
         the object figures and counted as unknown cells. The average precision, PR curves and
-        suggested min scores are those of every region. Maps are judged with their own
-        min score unless one is given. ``"model"``: the model's own suggestion from training,
-        :attr:`TileClassifier.min_score` (none when it records none).
+        suggested min scores are those of every region. Unless one is given, maps are judged
+        with their own min score and a model with the one its maps get by default, the
+        suggestion of its training (:attr:`TileClassifier.min_score`; ``"model"`` names it);
+        0 judges every region.
     distance : int, optional
         Largest gap in cells between matching objects (default 1 cell, ``step`` pixels).
     target_precision : float
@@ -383,6 +384,8 @@ def evaluate(
     if isinstance(min_score, str) and min_score == "model":
         if model is None:
             raise TilemapInputError("min_score='model' needs a model: pass the model, or the maps' min score itself")
+        min_score = model.min_score
+    elif min_score is None and model is not None:  # as predict makes its maps
         min_score = model.min_score
     if tta and model is None:
         raise TilemapInputError("tta applies when evaluating a model: predict the maps with tta=True instead")
@@ -657,7 +660,8 @@ def _predict(model, source: ImageSource, block_size: int, device: str, stack: co
     from ..maps._predict import predict_to_read
 
     return predict_to_read(model, source, stack, block_size=block_size, prefix="tilemap-evaluate-", device=device,
-                           tta=tta, callback=lambda e: report("predict", e.done, e.total, check=False), cancel=cancel)
+                           tta=tta, min_score=None, cancel=cancel,
+                           callback=lambda e: report("predict", e.done, e.total, check=False))
 
 
 def _reporter(callback, cancel: CancelToken, image: int):

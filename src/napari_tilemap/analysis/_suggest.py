@@ -124,7 +124,7 @@ def suggest(model_or_map, image=None, n: int = 20, spacing: float | None = None,
     with contextlib.ExitStack() as stack:
         if isinstance(model_or_map, TileClassifier):
             cmap = predict_to_read(model_or_map, image, stack, block_size=block_size, prefix="tilemap-suggest-",
-                                   device=device)
+                                   device=device, min_score=None)
         else:
             cmap = model_or_map
         return _suggest_on(cmap, int(n), spacing, int(block_cells))

@@ -81,7 +81,7 @@ def search_hard_negatives(model, tiles: TileSet, *, min_score: float = 0.5, max_
     found, scores = [], []
     for i, (image, lab) in enumerate(zip(images, labels)):
         yield MiningProgress(round, i + 1, len(images))
-        cmap = predict(model, image, device=device, pyramid=False, cancel=cancel)
+        cmap = predict(model, image, device=device, pyramid=False, min_score=None, cancel=cancel)
         probs = np.asarray(cmap.scores, np.float32)
         best = probs.argmax(0)
         top = probs.max(0)

@@ -67,15 +67,18 @@ def iter_predict(
     gpu_batch: int = 8,
     pyramid: bool = True,
     tta: bool = False,
+    min_score="model",
 ) -> Generator[BlockDone, None, ClassificationMap]:
     """Like :func:`predict`, as a generator of :class:`BlockDone` events.
 
     Closing the generator stops after the blocks in flight; a store written so far stays
     marked incomplete and resumes on the next run. The return value (``StopIteration.value``)
-    is the :class:`ClassificationMap`.
+    is the :class:`ClassificationMap`. The events' maps are the best classes so far; the min
+    score applies to the returned map.
     """
     source = open_image(image)
     _check_fits(model, source)
+    cut = model_min_score(model, min_score)
     from ..learn._devices import resolve_device
     from ..learn._modelfile import model_digest, model_to_bytes
 
@@ -126,9 +129,26 @@ def iter_predict(
 
         if arrays is not None:
             partial.complete = True
-            return partial
+            return partial if cut is None else partial.with_min_score(cut)
         finish_output(work, output, run, pyramid=pyramid)
+    if cut is None:
         return open_map(output)
+    from ._threshold import write_threshold
+
+    return write_threshold(output, None, min_score=cut)
+
+
+def model_min_score(model: TileClassifier, min_score) -> dict | float | None:
+    """The min score a map of ``model`` gets: ``"model"`` is :attr:`TileClassifier.min_score` (None when
+    the model records none), None none, a float or a dict itself (checked against the model's classes)."""
+    if isinstance(min_score, str) and min_score == "model":
+        return model.min_score
+    if min_score is None:
+        return None
+    from ._threshold import normalize_threshold
+
+    normalize_threshold(min_score, model.class_table, "min_score")  # a bad value fails before any work
+    return min_score
 
 
 def predict(
@@ -145,6 +165,7 @@ def predict(
     scheduler: str | None = None,
     pyramid: bool = True,
     tta: bool = False,
+    min_score="model",
     callback: Callable[[BlockDone], None] | None = None,
     cancel: CancelToken = None,
 ) -> ClassificationMap:
@@ -185,6 +206,12 @@ def predict(
         orientation the model was trained on (all eight quarter turns and mirrors with the
         ``flip`` and ``rot90`` augmentations), which steadies them on busy surfaces at that many
         times the work. Recorded in the store's ``run``.
+    min_score : 'model', float, dict or None
+        Regions whose peak score is below their class's min score become *unknown* (255), whole
+        (:meth:`ClassificationMap.with_min_score`); a store records it and keeps the best classes
+        beside (:func:`write_threshold`). ``"model"`` (the default): the min score training
+        suggested, :attr:`TileClassifier.min_score` (none for a model that records none, e.g. one
+        trained with ``prior="balanced"``); None: none, every region as the network calls it.
     callback : callable, optional
         Called with a :class:`BlockDone` after every block.
     cancel : threading.Event or callable, optional
@@ -211,7 +238,7 @@ def predict(
     """
     gen = iter_predict(
         model, image, out, block_size=block_size, device=device, scores_dtype=scores_dtype, overwrite=overwrite,
-        workers=workers, client=client, scheduler=scheduler, pyramid=pyramid, tta=tta,
+        workers=workers, client=client, scheduler=scheduler, pyramid=pyramid, tta=tta, min_score=min_score,
     )
     try:
         while True:
