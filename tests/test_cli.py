@@ -61,12 +61,12 @@ def test_train_then_predict_from_files(tmp_path, painted_files, sample, capsys):
     expected = cmap.without_threshold().with_min_score(model.min_score)
     np.testing.assert_array_equal(np.asarray(cmap.classes), np.asarray(expected.classes))
     # 'none' keeps every region: a fresh store without a min score
-    raw_path = tmp_path / "raw.zarr"
-    assert main(["predict", str(model_path), str(image), "-o", str(raw_path), "--device", "cpu",
-                 "--min-score", "none"]) == 0
-    raw = open_map(raw_path)
-    assert raw.min_score is None and not capsys.readouterr().err.count("min score from the model")
-    np.testing.assert_array_equal(np.asarray(raw.classes), np.asarray(cmap.best_classes))
+    for raw_path in (tmp_path / "raw.zarr", map_path):  # a fresh store, and the one with the model's rule
+        assert main(["predict", str(model_path), str(image), "-o", str(raw_path), "--device", "cpu",
+                     "--min-score", "none"]) == 0
+        raw = open_map(raw_path)
+        assert raw.min_score is None and not capsys.readouterr().err.count("min score from the model")
+        np.testing.assert_array_equal(np.asarray(raw.classes), np.asarray(cmap.best_classes))
     truth = tmp_path / "truth.tif"
     tifffile.imwrite(truth, sample.truth)
     assert main(["evaluate", str(model_path), str(image), str(truth), "--device", "cpu"]) == 0

@@ -152,9 +152,10 @@ def test_predict_applies_the_min_score_training_suggested_unless_told_otherwise(
     best, top = np.asarray(raw.best_classes), np.asarray(raw.scores).max(0)
     peaks = [top[regions == r].max() for k in (1, 2) for regions in [label(best == k, connectivity=2)]
              for r in range(1, regions.max() + 1)]
-    ordered = np.sort(peaks)  # a cut halfway between two regions' peaks, clear of rounding
-    middle = float(ordered[len(ordered) // 2 - 1 : len(ordered) // 2 + 1].mean())
-    cut = dict.fromkeys(model.class_table.names[1:], middle)
+    ordered = np.sort(peaks)  # a cut in the widest gap between regions' peaks, clear of rounding
+    gap = int(np.argmax(np.diff(ordered)))
+    assert ordered[gap + 1] - ordered[gap] > 1e-3
+    cut = dict.fromkeys(model.class_table.names[1:], float(ordered[gap : gap + 2].mean()))
     model.record = {**model.record, "prior": {**model.record["prior"], "min_score": cut}}  # as training writes it
     expected = np.asarray(raw.with_min_score(cut).classes)
     assert (expected == UNKNOWN).any() and ((expected > 0) & (expected != UNKNOWN)).any()
@@ -165,6 +166,10 @@ def test_predict_applies_the_min_score_training_suggested_unless_told_otherwise(
     np.testing.assert_array_equal(np.asarray(open_map(tmp_path / "m.zarr").classes), expected)
     assert stored.min_score == open_map(tmp_path / "m.zarr").min_score == {0: 0.0, 1: cut["pit"], 2: cut["scratch"]}
     np.testing.assert_array_equal(np.asarray(stored.best_classes), best)  # the best classes are kept beside
+    # run again on the finished store, asking for every region: the earlier rule goes
+    again = predict(model, image, tmp_path / "m.zarr", device="cpu", block_size=128, min_score=None)
+    assert again.min_score is None and open_map(tmp_path / "m.zarr").min_score is None
+    np.testing.assert_array_equal(np.asarray(open_map(tmp_path / "m.zarr").classes), best)
     # a min score of one's own replaces the model's; a bad one fails before any work
     np.testing.assert_array_equal(np.asarray(predict(model, image, device="cpu", min_score=0.99).classes),
                                   np.asarray(raw.with_min_score(0.99).classes))

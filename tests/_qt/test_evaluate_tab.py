@@ -133,8 +133,10 @@ def test_predict_and_evaluate_tabs_apply_the_min_score_training_suggested(dock, 
     painted = model.class_table.values[1:]
     peaks = [top[regions == r].max() for k in painted for regions in [label(best == k, connectivity=2)]
              for r in range(1, regions.max() + 1)]
-    ordered = np.sort(peaks)  # a cut halfway between two regions' peaks, clear of rounding
-    cut = float(ordered[len(ordered) // 2 - 1 : len(ordered) // 2 + 1].mean())
+    ordered = np.sort(peaks)  # a cut in the widest gap between regions' peaks, clear of rounding
+    gap = int(np.argmax(np.diff(ordered)))
+    assert ordered[gap + 1] - ordered[gap] > 1e-3
+    cut = float(ordered[gap : gap + 2].mean())
     names = model.class_table.names[1:]
     model.record = {**model.record, "prior": {"mode": "tiles", "min_score": dict.fromkeys(names, cut)}}  # as training
     assert model.min_score == dict.fromkeys(names, cut)

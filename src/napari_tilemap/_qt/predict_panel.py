@@ -176,6 +176,8 @@ class PredictPanel(Container):
                 if kind == "labels" and self._contours:
                     layer.contour = 1
                 self.layers.append(layer)
+            if self._result is not None:  # the run ended while the progress bar was being made
+                self.apply_threshold()
         else:
             for layer in self.layers:
                 layer.refresh()

@@ -85,9 +85,9 @@ class TileClassifier:
         With the tile prior (:attr:`TrainConfig.prior`, the default) and a background class, a region
         is kept when its peak cell would be called the class had the prior been the class's share of
         the painted area rather than of the tiles (:func:`~._training.area_min_score`): far fewer
-        false alarms on a busy surface, each kept region at its full extent. Pass it as
-        ``min_score="model"`` to :func:`evaluate`, ``--min-score model`` to ``tilemap predict`` /
-        ``evaluate``, or to :meth:`ClassificationMap.with_min_score`.
+        false alarms on a busy surface, each kept region at its full extent. ``predict``,
+        ``evaluate``, ``tilemap predict`` / ``evaluate`` and the Predict and Evaluate tabs apply it
+        unless told otherwise (``min_score="model"``, ``--min-score model`` name it).
         """
         cut = ((self.record or {}).get("prior") or {}).get("min_score")
         return dict(cut) if cut else None

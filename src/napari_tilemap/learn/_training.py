@@ -448,7 +448,7 @@ def area_min_score(counts, area, activation: str) -> np.ndarray:
     area = np.maximum(np.asarray(area, np.float64), 1.0)
     pi, alpha = counts / counts.sum(), area / area.sum()
     if activation == "sigmoid":
-        gap = (np.log(pi / (1 - pi)) - np.log(alpha / (1 - alpha)))
+        gap = np.log(pi / (1 - pi)) - np.log(alpha / (1 - alpha))
     else:
         rho = alpha / pi
         gap = np.log(rho[0] / rho)

@@ -131,11 +131,13 @@ def iter_predict(
             partial.complete = True
             return partial if cut is None else partial.with_min_score(cut)
         finish_output(work, output, run, pyramid=pyramid)
-    if cut is None:
-        return open_map(output)
-    from ._threshold import write_threshold
+    from ._threshold import clear_threshold, write_threshold
 
-    return write_threshold(output, None, min_score=cut)
+    if cut is not None:
+        return write_threshold(output, None, min_score=cut)
+    done_map = open_map(output)
+    # a store resumed from a run with other rules gets the map asked for now: no rule
+    return clear_threshold(output) if done_map.rejects else done_map
 
 
 def model_min_score(model: TileClassifier, min_score) -> dict | float | None:
@@ -209,9 +211,10 @@ def predict(
     min_score : 'model', float, dict or None
         Regions whose peak score is below their class's min score become *unknown* (255), whole
         (:meth:`ClassificationMap.with_min_score`); a store records it and keeps the best classes
-        beside (:func:`write_threshold`). ``"model"`` (the default): the min score training
-        suggested, :attr:`TileClassifier.min_score` (none for a model that records none, e.g. one
-        trained with ``prior="balanced"``); None: none, every region as the network calls it.
+        beside (:func:`write_threshold`), in place of any rule an earlier run recorded.
+        ``"model"`` (the default): the min score training suggested, :attr:`TileClassifier.min_score`
+        (none for a model that records none, e.g. one trained with ``prior="balanced"``); None:
+        none, every region as the network calls it.
     callback : callable, optional
         Called with a :class:`BlockDone` after every block.
     cancel : threading.Event or callable, optional
