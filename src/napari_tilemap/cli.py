@@ -356,14 +356,12 @@ def _metrics_line(model) -> str:
 
 def _min_score_of(value, model):
     """``--min-score`` once the model is loaded: 'model' is the model's own (said on stderr), 'none' None."""
-    if value == "none":
-        return None
-    if value == "model":
-        if model.min_score:
-            print(f"min score from the model: {_cut_text(model.min_score)} ('--min-score none' keeps every region)",
-                  file=sys.stderr)
-        return model.min_score
-    return value
+    from .maps._predict import model_min_score
+
+    cut = model_min_score(model, None if value == "none" else value)
+    if value == "model" and cut:
+        print(f"min score from the model: {_cut_text(cut)} ('--min-score none' keeps every region)", file=sys.stderr)
+    return cut
 
 
 def _cut_text(cut) -> str:

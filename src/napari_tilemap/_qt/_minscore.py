@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from magicgui.widgets import LineEdit
 
-from ..maps._threshold import normalize_threshold, parse_threshold
+from ..maps._predict import model_min_score
+from ..maps._threshold import parse_threshold
 
 MODEL = "model"
 
@@ -27,10 +28,6 @@ def read_min_score(text: str, model):
         Text that is no min score, or names a class the model does not have.
     """
     text = str(text).strip()
-    if text.lower() == MODEL:
-        return model.min_score
     if text.lower() in ("", "none"):
         return None
-    value = parse_threshold(text, "min score")
-    normalize_threshold(value, model.class_table, "min_score")
-    return value
+    return model_min_score(model, MODEL if text.lower() == MODEL else parse_threshold(text, "min score"))

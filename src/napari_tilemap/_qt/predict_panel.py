@@ -95,12 +95,12 @@ class PredictPanel(Container):
         self.min_score.native.editingFinished.connect(self.apply_threshold)
         self._model = None
 
-    def params(self, model=None) -> PredictParams:
-        """The controls' snapshot; with ``model``, its min score resolved (a bad one raises ValueError)."""
+    def params(self, model) -> PredictParams:
+        """The controls' snapshot, the min score resolved with ``model`` (a bad one raises ValueError)."""
         out = str(self.out.value) if str(self.out.value) not in ("", ".") else None
-        cut = None if model is None else read_min_score(self.min_score.value, model)
         return PredictParams(self.region.value, int(self.block_size.value), self.device.value,
-                             bool(self.contours.value), out, bool(self.tta.value), cut)
+                             bool(self.contours.value), out, bool(self.tta.value),
+                             read_min_score(self.min_score.value, model))
 
     def start(self):
         """Predict in a worker thread; the map layers appear with the first block."""

@@ -381,12 +381,12 @@ def evaluate(
     if int(block_size) < 1:
         raise TilemapInputError(f"block_size must be a positive number of pixels, got {block_size!r}")
     maps, model = _maps_or_model(model_or_map)
-    if isinstance(min_score, str) and min_score == "model":
-        if model is None:
-            raise TilemapInputError("min_score='model' needs a model: pass the model, or the maps' min score itself")
-        min_score = model.min_score
-    elif min_score is None and model is not None:  # as predict makes its maps
-        min_score = model.min_score
+    if model is not None:  # None: as predict makes its maps
+        from ..maps._predict import model_min_score
+
+        min_score = model_min_score(model, "model" if min_score is None else min_score)
+    elif isinstance(min_score, str) and min_score == "model":
+        raise TilemapInputError("min_score='model' needs a model: pass the model, or the maps' min score itself")
     if tta and model is None:
         raise TilemapInputError("tta applies when evaluating a model: predict the maps with tta=True instead")
     if tta:
