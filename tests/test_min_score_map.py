@@ -176,3 +176,28 @@ def test_predict_applies_the_min_score_training_suggested_unless_told_otherwise(
     with pytest.raises(TilemapInputError, match="min_score key 'crack'"):
         predict(model, image, tmp_path / "bad.zarr", device="cpu", min_score={"crack": 0.5})
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_a_store_is_never_complete_without_the_min_score_it_was_written_with(tmp_path, sample, trained, monkeypatch):
+    import copy
+
+    import napari_tilemap.maps._threshold as threshold_module
+    from napari_tilemap import predict
+
+    model = copy.deepcopy(trained[1])
+    cut = {"pit": 0.9, "scratch": 0.9}
+    model.record = {**model.record, "prior": {**model.record["prior"], "min_score": cut}}
+    image = sample.image[:128, :128]
+    expected = np.asarray(predict(model, image, device="cpu", min_score=None).with_min_score(cut).classes)
+
+    def killed(*args, **kwargs):  # a kill once the map is finished, before a separate rule write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threshold_module, "write_threshold", killed)
+    monkeypatch.setattr(threshold_module, "clear_threshold", killed)
+    for overwrite in (False, True):  # a new store, then one written beside the old and swapped in
+        path = tmp_path / "m.zarr"
+        predict(model, image, path, device="cpu", block_size=64, overwrite=overwrite)
+        stored = open_map(path)
+        assert stored.complete and stored.min_score == {0: 0.0, 1: 0.9, 2: 0.9}
+        np.testing.assert_array_equal(np.asarray(stored.classes), expected)

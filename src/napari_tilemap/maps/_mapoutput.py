@@ -123,8 +123,13 @@ def prepare_output(output: Path, geometry, class_table, *, cells: int, scores_dt
     return output, list(blocks)
 
 
-def finish_output(work: Path, output: Path, run: dict, *, pyramid: bool) -> None:
+def finish_output(work: Path, output: Path, run: dict, *, pyramid: bool, min_score=None) -> bool:
     """Mark ``work`` complete once every block is done, then swap it into ``output``.
+
+    With ``min_score`` (normalised, :func:`~._threshold.normalize_threshold`), a store that this
+    call completes gets the rule's ``classes_unknown`` arrays first and the rule's record in the
+    same attribute write that marks it complete, so no reader ever finds it complete without its
+    rule. Returns whether it did (False: the store was complete already; its rules are as they were).
 
     Raises
     ------
@@ -144,14 +149,22 @@ def finish_output(work: Path, output: Path, run: dict, *, pyramid: bool) -> None
             f"{str(output)!r}: {int(done.size - done.sum())} of {done.size} blocks were not written; "
             "run the same command again to finish the map"
         )
-    if not attrs.get("complete"):
+    completed = not attrs.get("complete")
+    if completed:
         levels = _build_pyramid(group) if pyramid else 0
-        update_attrs(group, complete=True, pyramid_levels=levels)
+        if min_score is None:
+            update_attrs(group, complete=True, pyramid_levels=levels)
+        else:
+            from ._threshold import write_rule_arrays
+
+            write_rule_arrays(group, work, None, min_score, levels=levels)
+            set_threshold_attrs(group, None, min_score, complete=True, pyramid_levels=levels)
     if work != output:
         old = old_path(output)
         os.replace(output, old)
         os.replace(work, output)
         remove_store(old)
+    return completed
 
 
 def recover(output: Path) -> None:

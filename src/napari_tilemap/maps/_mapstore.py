@@ -328,9 +328,11 @@ def set_ome_attrs(group, levels: int) -> None:
     group.attrs["ome"] = ome_attrs(geometry, ClassTable.from_dict(attrs), levels)
 
 
-def set_threshold_attrs(group, threshold: Threshold | None, min_score: Threshold | None = None) -> None:
-    """Record ``threshold`` and ``min_score`` (normalised; None: none) in the store's ``tilemap`` attribute."""
+def set_threshold_attrs(group, threshold: Threshold | None, min_score: Threshold | None = None, **changes) -> None:
+    """Record ``threshold`` and ``min_score`` (normalised; None: none) in the store's ``tilemap`` attribute,
+    with any other field ``changes`` in the same write."""
     attrs = dict(group.attrs["tilemap"])
+    attrs.update(changes)
     attrs["threshold"] = threshold_to_attr(threshold)
     attrs["min_score"] = threshold_to_attr(min_score)
     attrs.pop("unknown", None)

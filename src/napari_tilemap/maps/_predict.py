@@ -130,7 +130,11 @@ def iter_predict(
         if arrays is not None:
             partial.complete = True
             return partial if cut is None else partial.with_min_score(cut)
-        finish_output(work, output, run, pyramid=pyramid)
+        from ._threshold import normalize_threshold
+
+        rule = None if cut is None else normalize_threshold(cut, model.class_table, "min_score")
+        if finish_output(work, output, run, pyramid=pyramid, min_score=rule):
+            return open_map(output)
     from ._threshold import clear_threshold, write_threshold
 
     if cut is not None:

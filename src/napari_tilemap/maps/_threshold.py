@@ -240,7 +240,7 @@ def write_threshold(path, threshold=None, *, min_score=None):
     """
     import zarr
 
-    from ._mapstore import chunk_codecs, open_map, read_attrs, set_threshold_attrs
+    from ._mapstore import open_map, read_attrs, set_threshold_attrs
     from ._outputlock import OutputLock
 
     path = Path(path)
@@ -253,24 +253,35 @@ def write_threshold(path, threshold=None, *, min_score=None):
         group = _complete_group(path, zarr)
         attrs = dict(group.attrs["tilemap"])
         set_threshold_attrs(group, None)  # any old record goes first: half-written arrays are never used
-        ruled = open_map(path)._ruled(*rules).classes
-        codecs = chunk_codecs()
-        prev = None
-        for i in range(int(attrs.get("pyramid_levels", 0)) + 1):
-            suffix = "" if i == 0 else f"_{i}"
-            best = group["classes" + suffix]
-            target = group.create_array(
-                UNKNOWN_ARRAY + suffix, shape=best.shape, chunks=best.chunks, dtype="uint8", fill_value=0,
-                dimension_names=("y", "x"), overwrite=True, **codecs,
-            )
-            for r, c in _regions(best.shape, best.chunks):
-                if prev is None:
-                    target[r, c] = np.asarray(ruled[r, c])
-                else:  # the stored pyramid's rule: the top-left cell of each 2x2 group
-                    target[r, c] = np.asarray(prev[2 * r.start : 2 * r.stop, 2 * c.start : 2 * c.stop])[::2, ::2]
-            prev = target
+        write_rule_arrays(group, path, *rules, levels=int(attrs.get("pyramid_levels", 0)))
         set_threshold_attrs(group, *rules)
     return open_map(path)
+
+
+def write_rule_arrays(group, path: Path, threshold: Threshold | None, min_score: Threshold | None, *,
+                      levels: int) -> None:
+    """Write ``classes_unknown`` (and its ``levels`` display levels) of the store ``group`` at
+    ``path``, whose blocks are all written, for normalised rules; records nothing. The caller
+    records the rules after this returns (:func:`write_threshold`, or a prediction that finishes
+    its store with its rules in the same attribute write that marks it complete)."""
+    from ._mapstore import chunk_codecs, open_map
+
+    ruled = open_map(path)._ruled(threshold, min_score).classes
+    codecs = chunk_codecs()
+    prev = None
+    for i in range(levels + 1):
+        suffix = "" if i == 0 else f"_{i}"
+        best = group["classes" + suffix]
+        target = group.create_array(
+            UNKNOWN_ARRAY + suffix, shape=best.shape, chunks=best.chunks, dtype="uint8", fill_value=0,
+            dimension_names=("y", "x"), overwrite=True, **codecs,
+        )
+        for r, c in _regions(best.shape, best.chunks):
+            if prev is None:
+                target[r, c] = np.asarray(ruled[r, c])
+            else:  # the stored pyramid's rule: the top-left cell of each 2x2 group
+                target[r, c] = np.asarray(prev[2 * r.start : 2 * r.stop, 2 * c.start : 2 * c.stop])[::2, ::2]
+        prev = target
 
 
 def clear_threshold(path):
