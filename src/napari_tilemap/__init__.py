@@ -26,6 +26,7 @@ _EXPORTS = {
     "ModelFileError": "._errors",
     "MapStoreError": "._errors",
     "OutputBusyError": "._errors",
+    "IntensityWarning": "._errors",
     "SurfaceSample": ".io._sample",
     "sample_surface": ".io._sample",
     "TileSet": ".learn._tiles",
@@ -75,6 +76,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from ._classes import ClassTable
     from ._errors import (
+        IntensityWarning,
         MapStoreError,
         ModelFileError,
         OutputBusyError,

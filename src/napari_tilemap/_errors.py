@@ -1,4 +1,4 @@
-"""Exception types raised for bad input.
+"""Exception types raised for bad input, and the warning for input that is probably wrong.
 
 Every one subclasses :class:`TilemapInputError`, itself a :class:`ValueError`, so
 ``except TilemapInputError`` catches all of them and ``except ValueError`` keeps
@@ -20,3 +20,8 @@ class MapStoreError(TilemapInputError):
 
 class OutputBusyError(MapStoreError):
     """Another run (process or thread) is writing the same output right now."""
+
+
+class IntensityWarning(UserWarning):
+    """An image's intensities lie so far from those of the model's training images that it was
+    probably saved at another bit depth or scale; its map is likely wrong."""

@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(done.code or 0)
     args.kept = "nothing was written"  # each command says here what an interrupt would leave
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line(args.command)
+            return args.run(args)
     except (TilemapInputError, ValueError, TypeError) as err:
         return _fail(args.command, _one_line(err), BAD_INPUT)
     except KeyboardInterrupt:
@@ -47,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("TILEMAP_DEBUG"):
             raise
         return _fail(args.command, _environment_message(err, args.command), ENVIRONMENT)
+
+
+def _warning_line(command: str):
+    """A ``warnings.showwarning`` that prints each warning as one line naming the command."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"tilemap {command}: warning: {_one_line(message)}", file=sys.stderr)
+
+    return show
 
 
 def _fail(command: str, message: str, status: int) -> int:

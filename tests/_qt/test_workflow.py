@@ -112,3 +112,16 @@ def test_stopping_training_and_prediction_keeps_the_viewer_usable_and_earlier_re
     viewer.add_points([[10, 10]])
     viewer.layers.selection.active = image
     assert not notifications["error"], notifications
+
+
+def test_predicting_an_image_on_another_intensity_scale_warns_in_a_notification_and_still_maps(
+        dock, qtbot, small_sample, random_model, notifications):
+    viewer, w = dock
+    w.session.model = random_model("small", 32, 1)  # trained, as far as it knows, on mean 100, spread 40
+    w.prediction.image.value = viewer.add_image(small_sample.image.astype(np.uint16) * 257, name="16-bit")
+    w.prediction.device.value = "cpu"
+    w.prediction.predict.clicked()
+    wait_for(qtbot, w.prediction)
+    (said,) = [m for m in notifications["warning"] if "far from those the model was trained on" in m]
+    assert said.startswith("Prediction: ") and "16-bit for 8-bit" in said
+    assert w.session.map is not None and w.session.map.complete and not notifications["error"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,27 @@ class PredictParams:
 
 @thread_worker
 def _predict_job(model, data, params: PredictParams):
-    """Worker body: yields BlockDone events; returns the finished map."""
-    return (yield from iter_predict(model, data, params.out, block_size=params.block_size, device=params.device,
-                                    tta=params.tta, min_score=params.min_score))
+    """Worker body: yields BlockDone events, and warnings (an image on another intensity scale) as
+    text; returns the finished map. Stopping closes the prediction, which keeps a store resumable."""
+    blocks = iter_predict(model, data, params.out, block_size=params.block_size, device=params.device,
+                          tta=params.tta, min_score=params.min_score)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            while True:
+                try:
+                    event = next(blocks)
+                except StopIteration as done:
+                    result = done.value
+                    break
+                while caught:
+                    yield f"Prediction: {caught.pop(0).message}"
+                yield event
+        finally:
+            blocks.close()
+    for warning in caught:
+        yield f"Prediction: {warning.message}"
+    return result
 
 
 class PredictPanel(Container):
@@ -154,6 +173,9 @@ class PredictPanel(Container):
             self.worker.quit()
 
     def _on_block(self, event) -> None:
+        if isinstance(event, str):
+            _notify.warning(event)
+            return
         self._pending += 1
         now = time.monotonic()
         if self._busy or (self.layers and now - self._last_draw < REDRAW_SECONDS and event.done < event.total):

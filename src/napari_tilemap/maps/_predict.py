@@ -35,6 +35,7 @@ from ._blockrun import (
     run_blocks,
 )
 from ._dense import AS_IS, trained_orientations
+from ._intensity import warn_intensity
 from ._mapoutput import finish_output, prepare_output
 from ._mapstore import ClassificationMap, open_map
 from ._outputlock import OutputLock
@@ -79,6 +80,7 @@ def iter_predict(
     source = open_image(image)
     _check_fits(model, source)
     cut = model_min_score(model, min_score)
+    warn_intensity(model, source)
     from ..learn._devices import resolve_device
     from ..learn._modelfile import model_digest, model_to_bytes
 
