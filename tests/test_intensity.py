@@ -55,3 +55,16 @@ def test_the_cli_prints_one_warning_line_and_still_writes_the_map(tmp_path, rand
     assert len(lines) == 1 and lines[0].startswith("tilemap predict: warning: ")
     assert "far from those the model was trained on" in lines[0]
     assert open_map(tmp_path / "m.zarr").complete  # a warning, not a refusal: the user may know better
+
+
+def test_training_images_on_two_scales_warn_and_name_both(sample):
+    from napari_tilemap import extract_tiles
+
+    image, labels = sample.image, sample.labels
+    with pytest.warns(IntensityWarning, match="training images 0 and 1 are on different intensity scales") as said:
+        extract_tiles([image, image.astype(np.uint16) * 257], [labels, labels], tile_size=32)
+    assert "convert it like the others" in str(said[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IntensityWarning)  # other lighting, one image: no warning
+        extract_tiles([image, (image * 0.6).astype(np.uint8)], [labels, labels], tile_size=32)
+        extract_tiles(image / 255.0, labels, tile_size=32)

@@ -189,3 +189,17 @@ def test_test_time_augmentation_from_the_predict_tab(dock, qtbot, small_sample, 
     model.record = {"augment": ["shift"]}  # a direction-dependent defect: trained without flips and turns
     w.prediction.predict.clicked()
     assert "without 'flip' and 'rot90'" in notifications["error"][-1] and w.prediction.worker is None
+
+
+def test_training_pairs_on_two_scales_are_told_in_a_notification(dock, small_sample, notifications):
+    viewer, w = dock
+    eight = viewer.add_image(small_sample.image, name="8-bit")
+    sixteen = viewer.add_image(small_sample.image.astype(np.uint16) * 257, name="16-bit")
+    painted = viewer.add_labels(small_sample.labels.copy(), name="painted")
+    for image in (eight, sixteen):
+        w.tiles.image.value, w.tiles.labels_layer.value = image, painted
+        w.tiles.add_pair.clicked()
+    w.tiles.tile_size.value = 32
+    assert w.tiles.run() is not None  # told, not refused
+    (said,) = [m for m in notifications["warning"] if "different intensity scales" in m]
+    assert said.startswith("Tiles: training images 0 and 1")

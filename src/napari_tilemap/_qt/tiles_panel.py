@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,11 +137,15 @@ class TilesPanel(Container):
             images = [np.asarray(full_resolution(i)) for i, _ in pairs]
             labels = [np.asarray(lb.data) for _, lb in pairs]
             table = self._table(pairs, labels, p.background)
-            tiles = extract_tiles(images, labels, p.tile_size, background=p.background,
-                                  background_sampling=p.background_sampling, class_table=table, seed=p.seed)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                tiles = extract_tiles(images, labels, p.tile_size, background=p.background,
+                                      background_sampling=p.background_sampling, class_table=table, seed=p.seed)
         except ValueError as err:
             _notify.error(f"Tiles: {err}")
             return None
+        for warning in caught:
+            _notify.warning(f"Tiles: {warning.message}")
         self.session.tiles = tiles
         self.session.class_table = tiles.class_table
         counts = tiles.counts()

@@ -9,6 +9,7 @@ import numpy as np
 
 from .._classes import ClassTable
 from .._errors import TilemapInputError
+from .._intensity import warn_mixed_scales
 from ..io._images import as_image, as_labels, as_list
 from ._augment import default_margin
 
@@ -261,6 +262,7 @@ def extract_tiles(
         blob_arr = np.concatenate([blob_arr, np.full(len(bg), -1, np.int64)])
 
     windows = np.stack([_window(imgs[i], y - m, x - m, w) for i, (y, x) in zip(image_arr, origins)])
+    warn_mixed_scales(windows, image_arr)
     return TileSet(windows.astype(np.float32), classes_arr, image_arr, origins, blob_arr, table, t, m,
                    (tuple(imgs), tuple(labs)), gap)
 

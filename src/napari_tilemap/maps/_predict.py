@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import MapStoreError, TilemapInputError
+from .._intensity import warn_intensity
 from .._progress import Cancelled, CancelToken, is_cancelled
 from ..io._sources import ImageSource, open_image
 from ..learn._model import TileClassifier
@@ -35,7 +36,6 @@ from ._blockrun import (
     run_blocks,
 )
 from ._dense import AS_IS, trained_orientations
-from ._intensity import warn_intensity
 from ._mapoutput import finish_output, prepare_output
 from ._mapstore import ClassificationMap, open_map
 from ._outputlock import OutputLock
