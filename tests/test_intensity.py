@@ -33,7 +33,8 @@ def test_an_image_saved_at_another_bit_depth_or_scale_warns_and_names_the_fix(ra
 def test_other_lighting_and_uniform_areas_do_not_warn(random_model, surface):
     model = random_model("small", 32, 1)
     for image in (surface, (surface * 0.6).astype(np.uint8), np.clip(surface.astype(int) + 60, 0, 255),
-                  np.full_like(surface, 110), np.zeros_like(surface)):  # uniform: an empty field of a batch
+                  np.full_like(surface, 110), np.zeros_like(surface),  # uniform: an empty field of a batch
+                  np.random.default_rng(1).poisson(4, surface.shape).astype(np.uint8)):  # a nearly empty dark one
         assert _intensity_warnings(model, image) == []
 
 
@@ -67,4 +68,5 @@ def test_training_images_on_two_scales_warn_and_name_both(sample):
     with warnings.catch_warnings():
         warnings.simplefilter("error", IntensityWarning)  # other lighting, one image: no warning
         extract_tiles([image, (image * 0.6).astype(np.uint8)], [labels, labels], tile_size=32)
+        extract_tiles([image, (image // 6 + 3).astype(np.uint8)], [labels, labels], tile_size=32)  # dim, flat
         extract_tiles(image / 255.0, labels, tile_size=32)

@@ -3,8 +3,8 @@
 A model normalises pixels with the mean and spread of its training tiles. An image saved at
 another bit depth (16-bit for 8-bit), or scaled (0-1 floats for 0-255), gives every cell a
 confident class that means nothing, and training images on two scales make a model that fits
-neither; nothing else would say so. Textures, lighting and empty areas move an image's statistics
-by a few spreads; these mistakes move them by orders of magnitude, so the limits are wide.
+neither; nothing else would say so. Those mistakes move an image's intensity level by hundreds of
+times, lighting and content by a few, so the limit is wide.
 """
 
 from __future__ import annotations
@@ -16,21 +16,27 @@ import numpy as np
 from ._errors import IntensityWarning
 from .io._sources import ImageSource, _sample_windows
 
-SCALE_LIMIT = 8.0
-"""An image warns when, in some channel, its mean lies more than this many training spreads from the
-training mean, or its spread is more than this many times the training spread, or less than its
-1/``SCALE_LIMIT``-th while the mean is also more than two spreads off (a nearly uniform area of the
-training images' kind does not warn). A channel that is exactly uniform never warns."""
+SCALE_LIMIT = 32.0
+"""How many times higher or lower an image's intensity level (per channel, |mean| + 3·spread) may lie than
+the reference's before it warns. Bit-depth and scaling mistakes move it 255-257 times (0-1 floats for
+0-255, 16-bit for 8-bit); lighting, stains and empty or dark fields move it a few times, up to some 20
+for a nearly empty fluorescence field against training on bright cells. A channel that is exactly
+uniform never warns: it has no scale to be wrong about. Rescalings below the limit (12-bit data in a
+16-bit file against 8-bit, 16 times) are not caught."""
+
+
+def level(mean, std) -> np.ndarray:
+    """(C,) the intensity level of statistics ``mean``, ``std``: |mean| + 3·std."""
+    return np.abs(np.asarray(mean, np.float64)) + 3 * np.asarray(std, np.float64)
 
 
 def off_scale(mean, std, ref_mean, ref_std) -> np.ndarray:
-    """(C,) bool: channels whose ``mean`` and ``std`` are off the scale of ``ref_mean`` and ``ref_std``
-    (the rule of :data:`SCALE_LIMIT`)."""
-    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-    ref_std = np.maximum(np.asarray(ref_std, np.float64), 1e-12)
-    off, ratio = np.abs(mean - ref_mean) / ref_std, std / ref_std
-    bad = (off > SCALE_LIMIT) | (ratio > SCALE_LIMIT) | ((ratio < 1 / SCALE_LIMIT) & (off > 2))
-    return bad & (std > 0)  # a uniform image (an empty field of a batch) has no scale to be wrong about
+    """(C,) bool: channels whose level (:func:`level`) lies more than :data:`SCALE_LIMIT` times above or
+    below the reference's, neither of the two being exactly uniform."""
+    a, b = level(mean, std), level(ref_mean, ref_std)
+    live = (np.asarray(std) > 0) & (np.asarray(ref_std) > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return live & ((a > SCALE_LIMIT * b) | (b > SCALE_LIMIT * a))
 
 
 def intensity_mismatch(mean, std, source: ImageSource) -> str | None:
@@ -58,23 +64,26 @@ def warn_intensity(model, source: ImageSource) -> None:
         warnings.warn(message, IntensityWarning, stacklevel=3)
 
 
-def warn_mixed_scales(windows: np.ndarray, image_index: np.ndarray) -> None:
-    """Warn (:class:`~napari_tilemap.IntensityWarning`) when the tiles' windows (N, W, W, C) of two training
-    images (``image_index``) are on different scales by :func:`off_scale`, either way round."""
-    images = np.unique(image_index)
+def warn_mixed_scales(images) -> None:
+    """Warn (:class:`~napari_tilemap.IntensityWarning`) when two training images, (Y, X, C) arrays, are on
+    different scales by :func:`off_scale`, each judged as a whole (a 4×4 grid of windows of up to 64² px),
+    not by what was painted on it."""
     if len(images) < 2:
         return
-    stats = [(w.mean((0, 1, 2), dtype=np.float64), w.std((0, 1, 2), dtype=np.float64))
-             for w in (windows[image_index == i] for i in images)]
+    stats = []
+    for im in images:
+        pixels = np.concatenate([np.asarray(im[r[0] : r[1], c[0] : c[1]], np.float64).reshape(-1, im.shape[2])
+                                 for r, c in _sample_windows(im.shape[:2])])
+        stats.append((pixels.mean(0), pixels.std(0)))
     for a in range(len(images)):
         for b in range(a + 1, len(images)):
             (ma, sa), (mb, sb) = stats[a], stats[b]
-            bad = off_scale(ma, sa, mb, sb) & (sb > 0) | off_scale(mb, sb, ma, sa) & (sa > 0)
+            bad = off_scale(ma, sa, mb, sb)
             if bad.any():
                 c = int(np.argmax(bad))
                 where = f" in channel {c}" if len(ma) > 1 else ""
                 warnings.warn(
-                    f"training images {images[a]} and {images[b]} are on different intensity scales{where} (mean "
+                    f"training images {a} and {b} are on different intensity scales{where} (mean "
                     f"{ma[c]:.4g}, spread {sa[c]:.4g} against mean {mb[c]:.4g}, spread {sb[c]:.4g}): one model "
                     "normalises them alike and fits neither. If one was saved at another bit depth or scale "
                     "(16-bit for 8-bit, 0-1 for 0-255), convert it like the others", IntensityWarning, stacklevel=3)

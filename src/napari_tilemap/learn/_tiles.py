@@ -262,7 +262,7 @@ def extract_tiles(
         blob_arr = np.concatenate([blob_arr, np.full(len(bg), -1, np.int64)])
 
     windows = np.stack([_window(imgs[i], y - m, x - m, w) for i, (y, x) in zip(image_arr, origins)])
-    warn_mixed_scales(windows, image_arr)
+    warn_mixed_scales(imgs)
     return TileSet(windows.astype(np.float32), classes_arr, image_arr, origins, blob_arr, table, t, m,
                    (tuple(imgs), tuple(labs)), gap)
 
