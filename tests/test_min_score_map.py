@@ -199,5 +199,18 @@ def test_a_store_is_never_complete_without_the_min_score_it_was_written_with(tmp
         path = tmp_path / "m.zarr"
         predict(model, image, path, device="cpu", block_size=64, overwrite=overwrite)
         stored = open_map(path)
-        assert stored.complete and stored.min_score == {0: 0.0, 1: 0.9, 2: 0.9}
+        assert stored.complete and stored.min_score == {0: 0.0, 1: 0.9, 2: 0.9} and stored.threshold is None
         np.testing.assert_array_equal(np.asarray(stored.classes), expected)
+    # a threshold too: recorded with the min score as the store is finished, the same map as in memory
+    in_memory = predict(model, image, device="cpu", threshold=0.7)
+    assert in_memory.threshold == 0.7 and in_memory.min_score == {0: 0.0, 1: 0.9, 2: 0.9}
+    raw = predict(model, image, device="cpu", min_score=None)
+    np.testing.assert_array_equal(np.asarray(in_memory.classes),
+                                  np.asarray(raw.with_threshold(0.7).with_min_score(cut).classes))
+    predict(model, image, tmp_path / "t.zarr", device="cpu", block_size=64, threshold=0.7)
+    stored = open_map(tmp_path / "t.zarr")
+    assert stored.complete and stored.threshold == 0.7 and stored.min_score == in_memory.min_score
+    np.testing.assert_array_equal(np.asarray(stored.classes), np.asarray(in_memory.classes))
+    with pytest.raises(TilemapInputError, match="threshold"):
+        predict(model, image, tmp_path / "bad.zarr", device="cpu", threshold=1.5)
+    assert not (tmp_path / "bad.zarr").exists()

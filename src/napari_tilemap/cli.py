@@ -518,13 +518,9 @@ def _predict(args) -> int:
         cmap = _predict_with_bar(
             model, image, store, block_size=args.chunk, device=args.device, overwrite=args.overwrite,
             workers=args.workers, scheduler=args.scheduler, scores_dtype="float16" if args.float16 else "float32",
-            tta=args.tta, min_score=args.min_score if args.threshold is None else None,
+            tta=args.tta, min_score=args.min_score, threshold=args.threshold,
         )
         if args.threshold is not None or args.min_score is not None:
-            if args.threshold is not None:  # a min score alone was recorded as the store was finished
-                from .maps._threshold import write_threshold
-
-                cmap = write_threshold(store, args.threshold, min_score=args.min_score)
             rows = range(0, cmap.shape[0], 1024)  # counted in strips: the map may not fit in memory
             unknown = sum(int((np.asarray(cmap.classes[r : r + 1024]) == UNKNOWN).sum()) for r in rows)
             given = (("threshold", args.threshold), ("min score", args.min_score))

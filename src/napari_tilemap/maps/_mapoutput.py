@@ -123,13 +123,13 @@ def prepare_output(output: Path, geometry, class_table, *, cells: int, scores_dt
     return output, list(blocks)
 
 
-def finish_output(work: Path, output: Path, run: dict, *, pyramid: bool, min_score=None) -> bool:
+def finish_output(work: Path, output: Path, run: dict, *, pyramid: bool, threshold=None, min_score=None) -> bool:
     """Mark ``work`` complete once every block is done, then swap it into ``output``.
 
-    With ``min_score`` (normalised, :func:`~._threshold.normalize_threshold`), a store that this
-    call completes gets the rule's ``classes_unknown`` arrays first and the rule's record in the
-    same attribute write that marks it complete, so no reader ever finds it complete without its
-    rule. Returns whether it did (False: the store was complete already; its rules are as they were).
+    With a ``threshold`` or a ``min_score`` (normalised, :func:`~._threshold.normalize_threshold`), a
+    store that this call completes gets the rules' ``classes_unknown`` arrays first and their record in
+    the same attribute write that marks it complete, so no reader ever finds it complete without its
+    rules. Returns whether it did (False: the store was complete already; its rules are as they were).
 
     Raises
     ------
@@ -152,13 +152,13 @@ def finish_output(work: Path, output: Path, run: dict, *, pyramid: bool, min_sco
     completed = not attrs.get("complete")
     if completed:
         levels = _build_pyramid(group) if pyramid else 0
-        if min_score is None:
+        if threshold is None and min_score is None:
             update_attrs(group, complete=True, pyramid_levels=levels)
         else:
             from ._threshold import write_rule_arrays
 
-            write_rule_arrays(group, work, None, min_score, levels=levels)
-            set_threshold_attrs(group, None, min_score, complete=True, pyramid_levels=levels)
+            write_rule_arrays(group, work, threshold, min_score, levels=levels)
+            set_threshold_attrs(group, threshold, min_score, complete=True, pyramid_levels=levels)
     if work != output:
         old = old_path(output)
         os.replace(output, old)

@@ -69,17 +69,21 @@ def iter_predict(
     pyramid: bool = True,
     tta: bool = False,
     min_score="model",
+    threshold=None,
 ) -> Generator[BlockDone, None, ClassificationMap]:
     """Like :func:`predict`, as a generator of :class:`BlockDone` events.
 
     Closing the generator stops after the blocks in flight; a store written so far stays
     marked incomplete and resumes on the next run. The return value (``StopIteration.value``)
-    is the :class:`ClassificationMap`. The events' maps are the best classes so far; the min
-    score applies to the returned map.
+    is the :class:`ClassificationMap`. The events' maps are the best classes so far; the threshold
+    and the min score apply to the returned map.
     """
+    from ._threshold import normalize_threshold
+
     source = open_image(image)
     _check_fits(model, source)
     cut = model_min_score(model, min_score)
+    thr = None if threshold is None else normalize_threshold(threshold, model.class_table, "threshold")
     warn_intensity(model, source)
     from ..learn._devices import resolve_device
     from ..learn._modelfile import model_digest, model_to_bytes
@@ -131,16 +135,15 @@ def iter_predict(
 
         if arrays is not None:
             partial.complete = True
-            return partial if cut is None else partial.with_min_score(cut)
-        from ._threshold import normalize_threshold
-
+            ruled = partial if thr is None else partial.with_threshold(thr)
+            return ruled if cut is None else ruled.with_min_score(cut)
         rule = None if cut is None else normalize_threshold(cut, model.class_table, "min_score")
-        if finish_output(work, output, run, pyramid=pyramid, min_score=rule):
+        if finish_output(work, output, run, pyramid=pyramid, threshold=thr, min_score=rule):
             return open_map(output)
     from ._threshold import clear_threshold, write_threshold
 
-    if cut is not None:
-        return write_threshold(output, None, min_score=cut)
+    if cut is not None or thr is not None:
+        return write_threshold(output, thr, min_score=cut)
     done_map = open_map(output)
     # a store resumed from a run with other rules gets the map asked for now: no rule
     return clear_threshold(output) if done_map.rejects else done_map
@@ -174,6 +177,7 @@ def predict(
     pyramid: bool = True,
     tta: bool = False,
     min_score="model",
+    threshold=None,
     callback: Callable[[BlockDone], None] | None = None,
     cancel: CancelToken = None,
 ) -> ClassificationMap:
@@ -221,6 +225,10 @@ def predict(
         ``"model"`` (the default): the min score training suggested, :attr:`TileClassifier.min_score`
         (none for a model that records none, e.g. one trained with ``prior="balanced"``); None:
         none, every region as the network calls it.
+    threshold : float or dict, optional
+        Cells whose best score is below their class's threshold become *unknown* (255), before the
+        min score applies (:meth:`ClassificationMap.with_threshold`); a store records it with the
+        min score, both in the attribute write that marks the store complete.
     callback : callable, optional
         Called with a :class:`BlockDone` after every block.
     cancel : threading.Event or callable, optional
@@ -248,6 +256,7 @@ def predict(
     gen = iter_predict(
         model, image, out, block_size=block_size, device=device, scores_dtype=scores_dtype, overwrite=overwrite,
         workers=workers, client=client, scheduler=scheduler, pyramid=pyramid, tta=tta, min_score=min_score,
+        threshold=threshold,
     )
     try:
         while True:
