@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from ._errors import IntensityWarning
-from .io._sources import ImageSource, _sample_windows
+from .io._sources import ImageSource, _sample_windows, open_image
 
 SCALE_LIMIT = 32.0
 """How many times higher or lower an image's intensity level (per channel, |mean| + 3·spread) may lie than
@@ -39,12 +39,17 @@ def off_scale(mean, std, ref_mean, ref_std) -> np.ndarray:
         return live & ((a > SCALE_LIMIT * b) | (b > SCALE_LIMIT * a))
 
 
-def intensity_mismatch(mean, std, source: ImageSource) -> str | None:
-    """Why ``source``'s intensities do not fit training statistics ``mean`` and ``std`` (per channel),
-    judged on a 4×4 grid of windows of up to 64² px; None when they fit."""
+def sampled_stats(source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+    """(C,) mean and spread of ``source`` on a 4×4 grid of windows of up to 64² px."""
     pixels = np.concatenate([source.read(r, c).reshape(-1, source.channels) for r, c in _sample_windows(source.shape)])
+    return pixels.mean(0, dtype=np.float64), pixels.std(0, dtype=np.float64)
+
+
+def intensity_mismatch(mean, std, source: ImageSource) -> str | None:
+    """Why ``source``'s intensities (:func:`sampled_stats`) do not fit training statistics ``mean`` and
+    ``std`` (per channel); None when they fit."""
     m, s = np.asarray(mean, np.float64).reshape(-1), np.asarray(std, np.float64).reshape(-1)
-    img_m, img_s = pixels.mean(0, dtype=np.float64), pixels.std(0, dtype=np.float64)
+    img_m, img_s = sampled_stats(source)
     bad = off_scale(img_m, img_s, m, s)
     if not bad.any():
         return None
@@ -66,15 +71,11 @@ def warn_intensity(model, source: ImageSource) -> None:
 
 def warn_mixed_scales(images) -> None:
     """Warn (:class:`~napari_tilemap.IntensityWarning`) when two training images, (Y, X, C) arrays, are on
-    different scales by :func:`off_scale`, each judged as a whole (a 4×4 grid of windows of up to 64² px),
-    not by what was painted on it."""
+    different scales by :func:`off_scale`, each judged as a whole (:func:`sampled_stats`), not by what
+    was painted on it."""
     if len(images) < 2:
         return
-    stats = []
-    for im in images:
-        pixels = np.concatenate([np.asarray(im[r[0] : r[1], c[0] : c[1]], np.float64).reshape(-1, im.shape[2])
-                                 for r, c in _sample_windows(im.shape[:2])])
-        stats.append((pixels.mean(0), pixels.std(0)))
+    stats = [sampled_stats(open_image(im)) for im in images]
     for a in range(len(images)):
         for b in range(a + 1, len(images)):
             (ma, sa), (mb, sb) = stats[a], stats[b]

@@ -152,13 +152,11 @@ def finish_output(work: Path, output: Path, run: dict, *, pyramid: bool, thresho
     completed = not attrs.get("complete")
     if completed:
         levels = _build_pyramid(group) if pyramid else 0
-        if threshold is None and min_score is None:
-            update_attrs(group, complete=True, pyramid_levels=levels)
-        else:
+        if threshold is not None or min_score is not None:
             from ._threshold import write_rule_arrays
 
             write_rule_arrays(group, work, threshold, min_score, levels=levels)
-            set_threshold_attrs(group, threshold, min_score, complete=True, pyramid_levels=levels)
+        set_threshold_attrs(group, threshold, min_score, complete=True, pyramid_levels=levels)
     if work != output:
         old = old_path(output)
         os.replace(output, old)

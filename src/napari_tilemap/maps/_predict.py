@@ -83,6 +83,7 @@ def iter_predict(
     source = open_image(image)
     _check_fits(model, source)
     cut = model_min_score(model, min_score)
+    rule = None if cut is None else normalize_threshold(cut, model.class_table, "min_score")
     thr = None if threshold is None else normalize_threshold(threshold, model.class_table, "threshold")
     warn_intensity(model, source)
     from ..learn._devices import resolve_device
@@ -135,15 +136,13 @@ def iter_predict(
 
         if arrays is not None:
             partial.complete = True
-            ruled = partial if thr is None else partial.with_threshold(thr)
-            return ruled if cut is None else ruled.with_min_score(cut)
-        rule = None if cut is None else normalize_threshold(cut, model.class_table, "min_score")
+            return partial._ruled(thr, rule)
         if finish_output(work, output, run, pyramid=pyramid, threshold=thr, min_score=rule):
             return open_map(output)
     from ._threshold import clear_threshold, write_threshold
 
-    if cut is not None or thr is not None:
-        return write_threshold(output, thr, min_score=cut)
+    if rule is not None or thr is not None:
+        return write_threshold(output, thr, min_score=rule)
     done_map = open_map(output)
     # a store resumed from a run with other rules gets the map asked for now: no rule
     return clear_threshold(output) if done_map.rejects else done_map
