@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from . import _notify
 from ._controls import device_combo
 from ._layers import check_2d, full_resolution, layer_combo, visible_box, yx_transform
 from ._minscore import min_score_edit, read_min_score
+from ._threadwarnings import thread_warnings
 
 REDRAW_SECONDS = 0.25
 
@@ -53,8 +53,7 @@ def _predict_job(model, data, params: PredictParams):
     text; returns the finished map. Stopping closes the prediction, which keeps a store resumable."""
     blocks = iter_predict(model, data, params.out, block_size=params.block_size, device=params.device,
                           tta=params.tta, min_score=params.min_score)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with thread_warnings() as caught:
         try:
             while True:
                 try:

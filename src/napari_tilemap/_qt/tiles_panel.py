@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +12,7 @@ from .._layerdata import table_from_metadata
 from ..learn._tiles import extract_tiles
 from . import _notify
 from ._layers import camera_of, check_2d, full_resolution, layer_combo, yx_transform
+from ._threadwarnings import thread_warnings
 
 IMBALANCE = 5.0
 BACKGROUND_OUTLINE = (1.0, 1.0, 1.0, 0.12)
@@ -137,8 +137,7 @@ class TilesPanel(Container):
             images = [np.asarray(full_resolution(i)) for i, _ in pairs]
             labels = [np.asarray(lb.data) for _, lb in pairs]
             table = self._table(pairs, labels, p.background)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with thread_warnings() as caught:
                 tiles = extract_tiles(images, labels, p.tile_size, background=p.background,
                                       background_sampling=p.background_sampling, class_table=table, seed=p.seed)
         except ValueError as err:

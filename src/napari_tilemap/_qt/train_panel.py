@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from magicgui.widgets import (
@@ -25,14 +24,14 @@ from ..learn._networks import PRESETS, architecture
 from ..learn._training import EpochReport, TrainConfig, TrainingRun
 from . import _notify
 from ._controls import device_combo
+from ._threadwarnings import thread_warnings
 from .plot import TrainingPlot
 
 
 @thread_worker
 def _train_job(run: TrainingRun):
     """Worker body: yields the run's events, and its warnings as text; returns the run."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with thread_warnings() as caught:
         said = 0
         for event in run:
             yield event
