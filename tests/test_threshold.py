@@ -16,7 +16,7 @@ from napari_tilemap._classes import UNKNOWN, UNKNOWN_COLOR, UNKNOWN_NAME
 from napari_tilemap._geometry import MapGeometry
 from napari_tilemap._layerdata import map_layer_data
 from napari_tilemap.maps._mapstore import create_store, pyramid_levels, update_attrs
-from napari_tilemap.maps._threshold import clear_threshold, write_threshold
+from napari_tilemap.maps._threshold import clear_threshold, unknown_levels, write_threshold
 
 TABLE = ClassTable.from_values([1, 3, 7], names=["pit", "scratch", "stain"])
 VALUES = np.asarray(TABLE.values, np.uint8)
@@ -243,9 +243,18 @@ def test_old_stores_and_interrupted_or_refused_writes(tmp_path, monkeypatch):
     with pytest.raises(MemoryError):
         write_threshold(path, 0.8)
     monkeypatch.undo()
-    reopened = open_map(path)  # the old record went first: never half-new arrays under an old record
-    assert reopened.threshold is None
-    np.testing.assert_array_equal(np.asarray(reopened.classes[...]), memory.classes)
+    reopened = open_map(path)  # the earlier threshold and its arrays stay as they were
+    assert reopened.threshold == 0.5
+    np.testing.assert_array_equal(np.asarray(reopened.classes[...]), memory.with_threshold(0.5).classes)
+    assert unknown_levels(zarr.open_group(str(path), mode="r"), reopened.attrs()) is not None  # read, not recomputed
+    assert any(p.name.startswith("classes_unknown.staged") for p in path.iterdir())  # the interrupted write's
+    # the next write clears what the interrupted one left, and leaves nothing of its own beside the map
+    arrays_before = sorted(p.name for p in path.iterdir())
+    rewritten = write_threshold(path, 0.8)
+    np.testing.assert_array_equal(np.asarray(rewritten.classes[...]), memory.with_threshold(0.8).classes)
+    assert sorted(p.name for p in path.iterdir()) == [n for n in arrays_before if ".staged" not in n]
+    clear_threshold(path)
+    write_threshold(path, 0.5)
 
     # a record whose arrays are missing is computed lazily instead
     update_attrs(zarr.open_group(str(path), mode="r+"), threshold=0.8)

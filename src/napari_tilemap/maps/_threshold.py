@@ -18,6 +18,9 @@ and then records the threshold in the ``tilemap`` attribute. ``classes`` is neve
 from __future__ import annotations
 
 import math
+import os
+import re
+import shutil
 from collections.abc import Mapping
 from numbers import Real
 from pathlib import Path
@@ -29,6 +32,8 @@ from .._errors import MapStoreError, TilemapInputError
 
 UNKNOWN_ARRAY = "classes_unknown"
 """Name of the thresholded classes in a map store (``classes_unknown_i`` for pyramid level i)."""
+STAGED_ARRAY = "classes_unknown.staged"
+"""Where :func:`write_threshold` writes the next thresholded classes before it swaps them in."""
 
 Threshold = float | dict[int, float]
 """A normalised threshold: one float, or a float for every label value of the class table."""
@@ -187,7 +192,7 @@ def unknown_levels(group, attrs: dict) -> list | None:
     if (attrs.get("threshold") is None and attrs.get("min_score") is None) or not attrs.get("complete", True):
         return None
     n = int(attrs.get("pyramid_levels", 0))
-    suffixes = [""] + [f"_{i}" for i in range(1, n + 1)]
+    suffixes = _suffixes(n)
     try:
         levels = [group[UNKNOWN_ARRAY + s] for s in suffixes]
         shapes = [group["classes" + s].shape for s in suffixes]
@@ -209,7 +214,8 @@ def write_threshold(path, threshold=None, *, min_score=None):
 
     The thresholded classes go to ``classes_unknown`` (and ``classes_unknown_i`` for every
     pyramid level) beside ``classes``, which is never changed; the threshold is recorded in
-    the ``tilemap`` attribute last, so an interrupted write leaves the store unthresholded.
+    the ``tilemap`` attribute last. The new arrays are written beside the old ones and renamed
+    into place at the end, so an interrupted write leaves the store as it was.
     Afterwards :func:`~._mapstore.open_map` returns the thresholded map and the napari reader
     shows value 255 as *unknown*. Writing another threshold replaces the previous one (and
     its min score).
@@ -251,17 +257,41 @@ def write_threshold(path, threshold=None, *, min_score=None):
              for x, what in ((threshold, "threshold"), (min_score, "min_score"))]
     with OutputLock(path.absolute()):
         group = _complete_group(path, zarr)
-        attrs = dict(group.attrs["tilemap"])
-        set_threshold_attrs(group, None)  # any old record goes first: half-written arrays are never used
-        write_rule_arrays(group, path, *rules, levels=int(attrs.get("pyramid_levels", 0)))
+        levels = int(dict(group.attrs["tilemap"]).get("pyramid_levels", 0))
+        _remove_arrays(path, STAGED_ARRAY)  # what an interrupted write left
+        # the new arrays are written beside the old ones, which keep serving the old record meanwhile;
+        # only renames lie between taking that record away and writing the new one
+        write_rule_arrays(group, path, *rules, levels=levels, name=STAGED_ARRAY)
+        set_threshold_attrs(group, None)
+        _remove_arrays(path, UNKNOWN_ARRAY, rename_to=STAGED_ARRAY + ".old")
+        for suffix in _suffixes(levels):
+            os.replace(path / (STAGED_ARRAY + suffix), path / (UNKNOWN_ARRAY + suffix))
         set_threshold_attrs(group, *rules)
+        _remove_arrays(path, STAGED_ARRAY + ".old")
     return open_map(path)
 
 
+def _suffixes(levels: int) -> list[str]:
+    return [""] + [f"_{i}" for i in range(1, levels + 1)]
+
+
+def _remove_arrays(path: Path, name: str, rename_to: str | None = None) -> None:
+    """Remove the arrays ``name`` and ``name_i`` of the store at ``path`` (directories), or, with
+    ``rename_to``, first move them aside as ``rename_to`` (one rename each) and remove them there."""
+    for entry in sorted(path.iterdir()):
+        suffix = entry.name[len(name):]
+        if entry.is_dir() and entry.name.startswith(name) and (suffix == "" or re.fullmatch(r"_\d+", suffix)):
+            if rename_to is not None:
+                aside = path / (rename_to + suffix)
+                os.replace(entry, aside)
+                entry = aside
+            shutil.rmtree(entry)
+
+
 def write_rule_arrays(group, path: Path, threshold: Threshold | None, min_score: Threshold | None, *,
-                      levels: int) -> None:
-    """Write ``classes_unknown`` (and its ``levels`` display levels) of the store ``group`` at
-    ``path``, whose blocks are all written, for normalised rules; records nothing. The caller
+                      levels: int, name: str = UNKNOWN_ARRAY) -> None:
+    """Write ``classes_unknown`` (or ``name``; and its ``levels`` display levels) of the store ``group``
+    at ``path``, whose blocks are all written, for normalised rules; records nothing. The caller
     records the rules after this returns (:func:`write_threshold`, or a prediction that finishes
     its store with its rules in the same attribute write that marks it complete)."""
     from ._mapstore import chunk_codecs, open_map
@@ -273,7 +303,7 @@ def write_rule_arrays(group, path: Path, threshold: Threshold | None, min_score:
         suffix = "" if i == 0 else f"_{i}"
         best = group["classes" + suffix]
         target = group.create_array(
-            UNKNOWN_ARRAY + suffix, shape=best.shape, chunks=best.chunks, dtype="uint8", fill_value=0,
+            name + suffix, shape=best.shape, chunks=best.chunks, dtype="uint8", fill_value=0,
             dimension_names=("y", "x"), overwrite=True, **codecs,
         )
         for r, c in _regions(best.shape, best.chunks):
@@ -306,9 +336,8 @@ def clear_threshold(path):
     with OutputLock(path.absolute()):
         group = zarr.open_group(str(path), mode="r+")
         set_threshold_attrs(group, None)
-        for name in list(group.array_keys()):
-            if name == UNKNOWN_ARRAY or name.startswith(UNKNOWN_ARRAY + "_"):
-                del group[name]
+        for name in (UNKNOWN_ARRAY, STAGED_ARRAY, STAGED_ARRAY + ".old"):
+            _remove_arrays(path, name)
     return open_map(path)
 
 
