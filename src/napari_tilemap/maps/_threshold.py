@@ -34,6 +34,8 @@ UNKNOWN_ARRAY = "classes_unknown"
 """Name of the thresholded classes in a map store (``classes_unknown_i`` for pyramid level i)."""
 STAGED_ARRAY = "classes_unknown.staged"
 """Where :func:`write_threshold` writes the next thresholded classes before it swaps them in."""
+RETIRED_ARRAY = "classes_unknown.retired"
+"""Where :func:`write_threshold` moves the replaced thresholded classes before it removes them."""
 
 Threshold = float | dict[int, float]
 """A normalised threshold: one float, or a float for every label value of the class table."""
@@ -258,16 +260,16 @@ def write_threshold(path, threshold=None, *, min_score=None):
     with OutputLock(path.absolute()):
         group = _complete_group(path, zarr)
         levels = int(dict(group.attrs["tilemap"]).get("pyramid_levels", 0))
-        _remove_arrays(path, STAGED_ARRAY)  # what an interrupted write left
+        for name in (STAGED_ARRAY, RETIRED_ARRAY):  # what an interrupted write left
+            _remove_arrays(path, name)
         # the new arrays are written beside the old ones, which keep serving the old record meanwhile;
         # only renames lie between taking that record away and writing the new one
         write_rule_arrays(group, path, *rules, levels=levels, name=STAGED_ARRAY)
         set_threshold_attrs(group, None)
-        _remove_arrays(path, UNKNOWN_ARRAY, rename_to=STAGED_ARRAY + ".old")
-        for suffix in _suffixes(levels):
-            os.replace(path / (STAGED_ARRAY + suffix), path / (UNKNOWN_ARRAY + suffix))
+        _move_arrays(path, UNKNOWN_ARRAY, RETIRED_ARRAY)
+        _move_arrays(path, STAGED_ARRAY, UNKNOWN_ARRAY)
         set_threshold_attrs(group, *rules)
-        _remove_arrays(path, STAGED_ARRAY + ".old")
+        _remove_arrays(path, RETIRED_ARRAY)
     return open_map(path)
 
 
@@ -275,17 +277,26 @@ def _suffixes(levels: int) -> list[str]:
     return [""] + [f"_{i}" for i in range(1, levels + 1)]
 
 
-def _remove_arrays(path: Path, name: str, rename_to: str | None = None) -> None:
-    """Remove the arrays ``name`` and ``name_i`` of the store at ``path`` (directories), or, with
-    ``rename_to``, first move them aside as ``rename_to`` (one rename each) and remove them there."""
-    for entry in sorted(path.iterdir()):
+def _array_dirs(path: Path, name: str) -> dict[str, Path]:
+    """The arrays ``name`` and ``name_i`` of the store at ``path``: suffix ("" or "_i") -> directory."""
+    found = {}
+    for entry in path.iterdir():
         suffix = entry.name[len(name):]
         if entry.is_dir() and entry.name.startswith(name) and (suffix == "" or re.fullmatch(r"_\d+", suffix)):
-            if rename_to is not None:
-                aside = path / (rename_to + suffix)
-                os.replace(entry, aside)
-                entry = aside
-            shutil.rmtree(entry)
+            found[suffix] = entry
+    return found
+
+
+def _move_arrays(path: Path, name: str, to: str) -> None:
+    """Rename the arrays ``name`` and ``name_i`` of the store at ``path`` to ``to`` and ``to_i``."""
+    for suffix, entry in _array_dirs(path, name).items():
+        os.replace(entry, path / (to + suffix))
+
+
+def _remove_arrays(path: Path, name: str) -> None:
+    """Remove the arrays ``name`` and ``name_i`` of the store at ``path``."""
+    for entry in _array_dirs(path, name).values():
+        shutil.rmtree(entry)
 
 
 def write_rule_arrays(group, path: Path, threshold: Threshold | None, min_score: Threshold | None, *,
@@ -336,7 +347,7 @@ def clear_threshold(path):
     with OutputLock(path.absolute()):
         group = zarr.open_group(str(path), mode="r+")
         set_threshold_attrs(group, None)
-        for name in (UNKNOWN_ARRAY, STAGED_ARRAY, STAGED_ARRAY + ".old"):
+        for name in (UNKNOWN_ARRAY, STAGED_ARRAY, RETIRED_ARRAY):
             _remove_arrays(path, name)
     return open_map(path)
 
