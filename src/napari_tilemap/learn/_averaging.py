@@ -14,9 +14,10 @@ class WeightAverage:
     ``net``'s as an exponential moving average.
 
     After update t the average moves towards the network by 1 − d_t, with
-    d_t = min(``decay``, (1 + t) / (10 + t)): early updates, from random weights, are soon forgotten,
-    and later ones average about the last 1 / (1 − ``decay``) steps. Integer buffers (BatchNorm's
-    batch count) are copied.
+    d_t = min(``decay``, (1 + t) / (10 + t)): early updates, from random weights, are soon forgotten.
+    The average spans about the last (t + 10) / 9 steps until that reaches 1 / (1 − ``decay``), after
+    about 9·decay / (1 − decay) updates (890 for 0.99); from then on the last 1 / (1 − ``decay``).
+    Integer buffers (BatchNorm's batch count) are copied.
 
     Parameters
     ----------

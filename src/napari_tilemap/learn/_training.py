@@ -100,8 +100,10 @@ class TrainConfig:
     """Smallest painted-class score that makes an unpainted cell a hard negative."""
     weight_average: float = 0.99
     """Decay of the exponential moving average of the weights (BatchNorm statistics included) that
-    validation judges and the model keeps: about the last 1 / (1 − decay) batches; 0 keeps the
-    weights of the last batch of the kept epoch instead. Averaging steadies the kept network's
+    validation judges and the model keeps: about the last (t + 10) / 9 of the t batches so far, up to
+    1 / (1 − decay) (:class:`~napari_tilemap.learn._averaging.WeightAverage`), so about the last 70 at the
+    default 20 epochs, where 0.99 is not reached yet; 0 keeps the weights of the last batch of the kept
+    epoch instead. Averaging steadies the kept network's
     calibration, which otherwise moves from batch to batch."""
     prior: str = "tiles"
     """The class frequencies the scores assume, with a background class. Training draws every class
