@@ -201,6 +201,10 @@ def test_a_store_is_never_complete_without_the_min_score_it_was_written_with(tmp
         stored = open_map(path)
         assert stored.complete and stored.min_score == {0: 0.0, 1: 0.9, 2: 0.9} and stored.threshold is None
         np.testing.assert_array_equal(np.asarray(stored.classes), expected)
+    # run again on the finished store with the same rules: they stand as recorded, nothing is rewritten
+    again = predict(model, image, path, device="cpu", block_size=64)
+    assert again.min_score == {0: 0.0, 1: 0.9, 2: 0.9} and again.threshold is None
+    np.testing.assert_array_equal(np.asarray(again.classes), expected)
     # a threshold too: recorded with the min score as the store is finished, the same map as in memory
     in_memory = predict(model, image, device="cpu", threshold=0.7)
     assert in_memory.threshold == 0.7 and in_memory.min_score == {0: 0.0, 1: 0.9, 2: 0.9}

@@ -141,11 +141,11 @@ def iter_predict(
             return open_map(output)
     from ._threshold import clear_threshold, write_threshold
 
-    if rule is not None or thr is not None:
-        return write_threshold(output, thr, min_score=rule)
     done_map = open_map(output)
-    # a store resumed from a run with other rules gets the map asked for now: no rule
-    return clear_threshold(output) if done_map.rejects else done_map
+    if (done_map.threshold, done_map.min_score) == (thr, rule):  # the finished store records these rules
+        return done_map
+    # a store finished by a run with other rules gets the rules asked for now
+    return clear_threshold(output) if rule is None and thr is None else write_threshold(output, thr, min_score=rule)
 
 
 def model_min_score(model: TileClassifier, min_score) -> dict | float | None:

@@ -310,8 +310,7 @@ def write_rule_arrays(group, path: Path, threshold: Threshold | None, min_score:
     ruled = open_map(path)._ruled(threshold, min_score).classes
     codecs = chunk_codecs()
     prev = None
-    for i in range(levels + 1):
-        suffix = "" if i == 0 else f"_{i}"
+    for suffix in _suffixes(levels):
         best = group["classes" + suffix]
         target = group.create_array(
             name + suffix, shape=best.shape, chunks=best.chunks, dtype="uint8", fill_value=0,
