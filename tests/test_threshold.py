@@ -272,6 +272,26 @@ def test_old_stores_and_interrupted_or_refused_writes(tmp_path, monkeypatch):
         write_threshold(path, 0.5)
 
 
+def test_a_stopped_write_reports_progress_and_keeps_the_earlier_rules(tmp_path):
+    from napari_tilemap.maps._threshold import iter_write_threshold
+
+    path = tmp_path / "m.zarr"
+    memory = synthetic_store(path, shape=(1100, 300), chunk=128)
+    write_threshold(path, 0.5)
+    before = sorted(p.name for p in path.iterdir())
+    levels = zarr.open_group(str(path), mode="r").attrs["tilemap"]["pyramid_levels"]
+    writing = iter_write_threshold(path, 0.8, min_score=0.9)
+    assert levels >= 1 and next(writing) == (1, 2 + levels)  # regions of up to 1024² cells: two on level 0
+    writing.close()  # Stop, between two regions
+    reopened = open_map(path)
+    assert reopened.threshold == 0.5 and reopened.min_score is None
+    np.testing.assert_array_equal(np.asarray(reopened.classes[...]), memory.with_threshold(0.5).classes)
+    assert sorted(p.name for p in path.iterdir()) == before  # nothing of the stopped write left beside the map
+    steps = list(iter_write_threshold(path, 0.8))  # and the store is free for the next write
+    assert [d for d, _ in steps] == list(range(1, steps[0][1] + 1))
+    assert open_map(path).threshold == 0.8
+
+
 def test_map_layers_draw_and_name_unknown(tmp_path):
     cmap = random_map().with_threshold(0.6)
     (data, kw, kind), *scores = map_layer_data(cmap, name="m")

@@ -24,6 +24,7 @@ from .._layerdata import labels_kwargs, map_layer_data
 from ..analysis._regions import apply_rules
 from ..maps._dense import trained_orientations
 from ..maps._predict import iter_predict
+from ..maps._threshold import clear_threshold, iter_write_threshold
 from . import _notify
 from ._controls import device_combo
 from ._layers import check_2d, full_resolution, layer_combo, visible_box, yx_transform
@@ -45,6 +46,8 @@ class PredictParams:
     tta: bool = False
     min_score: float | dict | None = None
     """The min score the map gets (resolved from the text field with the model)."""
+    threshold: float | None = None
+    """The reject threshold the map gets (None: the slider at 0)."""
 
 
 @thread_worker
@@ -52,7 +55,7 @@ def _predict_job(model, data, params: PredictParams):
     """Worker body: yields BlockDone events, and warnings (an image on another intensity scale) as
     text; returns the finished map. Stopping closes the prediction, which keeps a store resumable."""
     blocks = iter_predict(model, data, params.out, block_size=params.block_size, device=params.device,
-                          tta=params.tta, min_score=params.min_score)
+                          tta=params.tta, min_score=params.min_score, threshold=params.threshold)
     with thread_warnings() as caught:
         try:
             while True:
@@ -69,6 +72,20 @@ def _predict_job(model, data, params: PredictParams):
     for warning in caught:
         yield f"Prediction: {warning.message}"
     return result
+
+
+@thread_worker
+def _save_rules_job(writing):
+    """Worker body: drives a store write (``iter_write_threshold`` or :func:`_clear_rules`), yielding
+    (regions written, regions in all), and returns the store's map. The panel closes ``writing``
+    when the worker finishes: a stopped write removes what it wrote and keeps the earlier rules."""
+    return (yield from writing)
+
+
+def _clear_rules(path):
+    """``clear_threshold`` as a write to drive (it renames and removes, with nothing to follow)."""
+    yield from ()
+    return clear_threshold(path)
 
 
 class PredictPanel(Container):
@@ -102,15 +119,26 @@ class PredictPanel(Container):
             "Regions whose highest score is below this are shown as 'unknown' (grey), whole; confident regions "
             "keep every cell. 'model' (the default): the min score training suggested; one value in 0..1 or "
             "NAME=VALUE pairs ('Evaluate' suggests them); empty: none. Applied when you press Enter")
+        self.save_rules = PushButton(
+            text="Save rules to map", enabled=False,
+            tooltip="Write the reject threshold and min peak score shown into the saved map (NAME.zarr), so that "
+                    "it opens as you see it now; its best classes and scores are kept")
         super().__init__(widgets=[self.image, self.region, self.block_size, self.device, self.contours, self.tta,
-                                  self.out, self.predict, self.stop, self.status, self.threshold, self.min_score])
+                                  self.out, self.predict, self.stop, self.status, self.threshold, self.min_score,
+                                  self.save_rules])
         self.worker = None
+        self._result = None  # the finished map, as written (a slider moved before any run has nothing to do)
+        self.rules_worker = None
+        self._saved = None  # (threshold, min score) the saved store records; None: no store
+        self._summary = ""
+        self._shown = None  # the map as the layers show it
         self.layers: list = []
         self._bar = None
         self.predict.clicked.connect(self.start)
         self.stop.clicked.connect(self.request_stop)
         self.threshold.changed.connect(self.apply_threshold)
         self.min_score.native.editingFinished.connect(self.apply_threshold)
+        self.save_rules.clicked.connect(self.start_saving_rules)
         self._model = None
 
     def params(self, model) -> PredictParams:
@@ -118,7 +146,11 @@ class PredictPanel(Container):
         out = str(self.out.value) if str(self.out.value) not in ("", ".") else None
         return PredictParams(self.region.value, int(self.block_size.value), self.device.value,
                              bool(self.contours.value), out, bool(self.tta.value),
-                             read_min_score(self.min_score.value, model))
+                             read_min_score(self.min_score.value, model), self._threshold_value())
+
+    def _threshold_value(self) -> float | None:
+        t = float(self.threshold.value)
+        return t if t > 0 else None
 
     def start(self):
         """Predict in a worker thread; the map layers appear with the first block."""
@@ -157,6 +189,8 @@ class PredictPanel(Container):
         self._name = f"{image.name} map" + (" (view)" if p.region == "in view" else "")
         self._contours = p.contours
         self.layers, self._pending, self._busy, self._last_draw, self._result = [], 0, False, 0.0, None
+        self._saved = self._shown = None
+        self.save_rules.enabled = False
         self.worker = _predict_job(model, data, p, _ignore_errors=True)
         self.worker.yielded.connect(self._on_block)
         self.worker.returned.connect(self._on_done)
@@ -168,8 +202,9 @@ class PredictPanel(Container):
         return self.worker
 
     def request_stop(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
+        for worker in (self.worker, self.rules_worker):
+            if worker is not None:
+                worker.quit()
 
     def _on_block(self, event) -> None:
         if isinstance(event, str):
@@ -211,7 +246,9 @@ class PredictPanel(Container):
         self.session.map = cmap
         for layer in self.layers:
             layer.refresh()
-        self.status.value = f"Map of {cmap.shape[0]}x{cmap.shape[1]} cells (step {cmap.step})"
+        self._summary = f"Map of {cmap.shape[0]}x{cmap.shape[1]} cells (step {cmap.step})"
+        self._saved = (cmap.threshold, cmap.min_score) if cmap.path is not None else None
+        self.status.value = self._summary
         self.apply_threshold()  # the layers were filled with the best classes
 
     def apply_threshold(self, _=None) -> None:
@@ -220,10 +257,8 @@ class PredictPanel(Container):
         cmap = self._result
         if cmap is None or not self.layers:
             return
-        t = float(self.threshold.value)
         try:
-            m = read_min_score(self.min_score.value, self._model)
-            shown = apply_rules(cmap.without_threshold(), t if t > 0 else None, m)
+            shown = self._shown_map(cmap)
         except ValueError as err:
             _notify.error(f"Threshold: {err}")
             return
@@ -232,7 +267,72 @@ class PredictPanel(Container):
         layer.data = shown.classes
         layer.colormap = kwargs["colormap"]
         layer.features = kwargs["features"]
-        self.session.map = shown
+        self.session.map = self._shown = shown
+        self._show_saved_state(shown)
+
+    def _shown_map(self, cmap):
+        """``cmap`` with the rules of the controls (a bad min score raises ValueError)."""
+        return apply_rules(cmap.without_threshold(), self._threshold_value(),
+                           read_min_score(self.min_score.value, self._model))
+
+    def _show_saved_state(self, shown) -> None:
+        """Say whether the saved map records the rules shown, and offer to save them when not."""
+        if self._saved is None or self.rules_worker is not None:
+            return
+        unsaved = (shown.threshold, shown.min_score) != self._saved
+        self.save_rules.enabled = unsaved and self.worker is None
+        self.status.value = (f"{self._summary}; the rules shown are not in {Path(shown.path).name}: "
+                             "press 'Save rules to map'" if unsaved else self._summary)
+
+    def start_saving_rules(self):
+        """Write the rules shown into the saved map store in a worker; Stop keeps its earlier rules."""
+        cmap = self._result
+        if cmap is None or cmap.path is None or self.rules_worker is not None or self.worker is not None:
+            return None
+        try:
+            shown = self._shown_map(cmap)
+        except ValueError as err:
+            _notify.error(f"Threshold: {err}")
+            return None
+        path = str(cmap.path)
+        self._writing = (_clear_rules(path) if shown.threshold is None and shown.min_score is None
+                         else iter_write_threshold(path, shown.threshold, min_score=shown.min_score))
+        self._rules_saved = False
+        self.rules_worker = _save_rules_job(self._writing, _ignore_errors=True)
+        self._bar = progress(total=0, desc="tilemap: saving rules")
+        self.rules_worker.yielded.connect(self._on_rules_progress)
+        self.rules_worker.returned.connect(self._on_rules_saved)
+        self.rules_worker.errored.connect(lambda err: _notify.error(f"Saving the rules failed: {err}"))
+        self.rules_worker.finished.connect(self._on_rules_finished)
+        self.predict.enabled, self.save_rules.enabled, self.stop.enabled = False, False, True
+        self.status.value = f"Saving the rules to {Path(path).name}…"
+        self.rules_worker.start()
+        return self.rules_worker
+
+    def _on_rules_progress(self, event) -> None:
+        done, total = event
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.n = done
+            self._bar.refresh()
+
+    def _on_rules_saved(self, cmap) -> None:
+        self._rules_saved = True
+        if self._result is not None and self._result.path == cmap.path:
+            self._result, self._saved = cmap, (cmap.threshold, cmap.min_score)
+
+    def _on_rules_finished(self) -> None:
+        self._writing.close()  # a stopped write removes what it wrote here and releases the store
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.rules_worker = None
+        self.predict.enabled, self.stop.enabled = True, False
+        saved, self._rules_saved = self._rules_saved, False
+        if self._shown is not None:
+            self._show_saved_state(self._shown)
+        if not saved:
+            self.status.value = "Saving stopped or failed; the saved map keeps its earlier rules."
 
     def _on_finished(self) -> None:
         if self._result is None and self.layers:  # stopped (or failed) before the last block
@@ -244,3 +344,5 @@ class PredictPanel(Container):
             self._bar = None
         self.predict.enabled, self.stop.enabled = True, False
         self.worker = None
+        if self._shown is not None:
+            self._show_saved_state(self._shown)  # offers to save rules changed while the map was written

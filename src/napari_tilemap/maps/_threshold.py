@@ -21,7 +21,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Generator, Iterator, Mapping
 from numbers import Real
 from pathlib import Path
 
@@ -245,6 +245,25 @@ def write_threshold(path, threshold=None, *, min_score=None):
         ``path`` is not a complete map store.
     OutputBusyError
         A prediction (or another threshold) is writing the store right now.
+
+    See Also
+    --------
+    iter_write_threshold : the same, with progress, and stoppable.
+    """
+    writing = iter_write_threshold(path, threshold, min_score=min_score)
+    while True:
+        try:
+            next(writing)
+        except StopIteration as done:
+            return done.value
+
+
+def iter_write_threshold(path, threshold=None, *, min_score=None) -> Generator[tuple[int, int], None, object]:
+    """Like :func:`write_threshold`, as a generator of ``(regions written, regions in all)``.
+
+    Closing the generator stops the write: what it wrote is removed and the store keeps its
+    earlier rules. The return value (``StopIteration.value``) is the thresholded map. Bad input
+    raises on the first ``next``, before the store is touched.
     """
     import zarr
 
@@ -264,7 +283,11 @@ def write_threshold(path, threshold=None, *, min_score=None):
             _remove_arrays(path, name)
         # the new arrays are written beside the old ones, which keep serving the old record meanwhile;
         # only renames lie between taking that record away and writing the new one
-        write_rule_arrays(group, path, *rules, levels=levels, name=STAGED_ARRAY)
+        try:
+            yield from iter_rule_arrays(group, path, *rules, levels=levels, name=STAGED_ARRAY)
+        except GeneratorExit:
+            _remove_arrays(path, STAGED_ARRAY)
+            raise
         set_threshold_attrs(group, None)
         _move_arrays(path, UNKNOWN_ARRAY, RETIRED_ARRAY)
         _move_arrays(path, STAGED_ARRAY, UNKNOWN_ARRAY)
@@ -305,22 +328,33 @@ def write_rule_arrays(group, path: Path, threshold: Threshold | None, min_score:
     at ``path``, whose blocks are all written, for normalised rules; records nothing. The caller
     records the rules after this returns (:func:`write_threshold`, or a prediction that finishes
     its store with its rules in the same attribute write that marks it complete)."""
+    for _ in iter_rule_arrays(group, path, threshold, min_score, levels=levels, name=name):
+        pass
+
+
+def iter_rule_arrays(group, path: Path, threshold: Threshold | None, min_score: Threshold | None, *,
+                     levels: int, name: str = UNKNOWN_ARRAY) -> Iterator[tuple[int, int]]:
+    """:func:`write_rule_arrays`, yielding ``(regions written, regions in all)`` after each region."""
     from ._mapstore import chunk_codecs, open_map
 
     ruled = open_map(path)._ruled(threshold, min_score).classes
     codecs = chunk_codecs()
+    plan = [(suffix, group["classes" + suffix]) for suffix in _suffixes(levels)]
+    plan = [(suffix, best, list(_regions(best.shape, best.chunks))) for suffix, best in plan]
+    total, done = sum(len(regions) for *_, regions in plan), 0
     prev = None
-    for suffix in _suffixes(levels):
-        best = group["classes" + suffix]
+    for suffix, best, regions in plan:
         target = group.create_array(
             name + suffix, shape=best.shape, chunks=best.chunks, dtype="uint8", fill_value=0,
             dimension_names=("y", "x"), overwrite=True, **codecs,
         )
-        for r, c in _regions(best.shape, best.chunks):
+        for r, c in regions:
             if prev is None:
                 target[r, c] = np.asarray(ruled[r, c])
             else:  # the stored pyramid's rule: the top-left cell of each 2x2 group
                 target[r, c] = np.asarray(prev[2 * r.start : 2 * r.stop, 2 * c.start : 2 * c.stop])[::2, ::2]
+            done += 1
+            yield done, total
         prev = target
 
 
