@@ -11,14 +11,16 @@ from napari_tilemap import (
     ClassTable,
     MapStoreError,
     TilemapInputError,
+    clear_threshold,
     open_map,
     predict,
+    write_threshold,
 )
 from napari_tilemap._classes import UNKNOWN, UNKNOWN_COLOR, UNKNOWN_NAME
 from napari_tilemap._geometry import MapGeometry
 from napari_tilemap._layerdata import map_layer_data
 from napari_tilemap.maps._mapstore import create_store, pyramid_levels, update_attrs
-from napari_tilemap.maps._threshold import clear_threshold, unknown_levels, write_threshold
+from napari_tilemap.maps._threshold import unknown_levels
 
 TABLE = ClassTable.from_values([1, 3, 7], names=["pit", "scratch", "stain"])
 VALUES = np.asarray(TABLE.values, np.uint8)

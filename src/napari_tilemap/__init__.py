@@ -48,6 +48,8 @@ _EXPORTS = {
     "open_map": ".maps._mapstore",
     "predict": ".maps._predict",
     "iter_predict": ".maps._predict",
+    "write_threshold": ".maps._threshold",
+    "clear_threshold": ".maps._threshold",
     "Cancelled": "._progress",
     "evaluate": ".analysis._evaluate",
     "Evaluation": ".analysis._evaluate",
@@ -100,3 +102,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .learn._training import BatchProgress, EpochReport, TrainConfig, TrainingRun, train
     from .maps._mapstore import ClassificationMap, open_map
     from .maps._predict import iter_predict, predict
+    from .maps._threshold import clear_threshold, write_threshold
