@@ -63,6 +63,7 @@ def test_a_map_kept_in_memory_has_nothing_to_save(dock, qtbot, small_sample, ran
     p.device.value = "cpu"
     p.predict.clicked()
     wait_for(qtbot, p)
+    assert p.status.value.startswith("Map of ")  # the run's summary, not the last block's count
     p.threshold.value = 0.5
     assert not p.save_rules.enabled and p.start_saving_rules() is None
     assert w.session.map.threshold == 0.5 and not notifications["error"]

@@ -237,7 +237,8 @@ class PredictPanel(Container):
         else:
             for layer in self.layers:
                 layer.refresh()
-        self.status.value = f"block {event.done}/{event.total}"
+        if self._result is None:  # making the progress bar may have finished the run: keep its summary
+            self.status.value = f"block {event.done}/{event.total}"
         pending, self._pending = self._pending, 0
         self._bar.update(pending)  # last: napari's progress processes Qt events, which may finish the run
 
