@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Union
+from collections.abc import Callable, Generator
+from typing import TypeVar, Union
 
 CancelToken = Union[threading.Event, Callable[[], bool], None]
 
@@ -20,3 +20,15 @@ def is_cancelled(cancel: CancelToken) -> bool:
     if isinstance(cancel, threading.Event):
         return cancel.is_set()
     return bool(cancel())
+
+
+_R = TypeVar("_R")
+
+
+def run_to_end(work: Generator[object, None, _R]) -> _R:
+    """Run a generator of progress events to its end, unwatched; return its return value."""
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._errors import TilemapInputError
+from .._progress import run_to_end
 from ._tiles import TileSet, _window, background_centres
 
 MAX_HARD_NEGATIVES = 512
@@ -59,12 +60,7 @@ def hard_negative_origins(model, tiles: TileSet, *, min_score: float = 0.5, max_
     to the image) keeps ``tiles.background_gap`` pixels from paint.
     The ``max_tiles`` highest-scoring ones are returned, best first.
     """
-    search = search_hard_negatives(model, tiles, min_score=min_score, max_tiles=max_tiles, device=device)
-    while True:
-        try:
-            next(search)
-        except StopIteration as done:
-            return done.value
+    return run_to_end(search_hard_negatives(model, tiles, min_score=min_score, max_tiles=max_tiles, device=device))
 
 
 def search_hard_negatives(model, tiles: TileSet, *, min_score: float = 0.5, max_tiles: int = MAX_HARD_NEGATIVES,

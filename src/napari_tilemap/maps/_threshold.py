@@ -29,6 +29,7 @@ import numpy as np
 
 from .._classes import UNKNOWN, ClassTable
 from .._errors import MapStoreError, TilemapInputError
+from .._progress import run_to_end
 
 UNKNOWN_ARRAY = "classes_unknown"
 """Name of the thresholded classes in a map store (``classes_unknown_i`` for pyramid level i)."""
@@ -250,12 +251,7 @@ def write_threshold(path, threshold=None, *, min_score=None):
     --------
     iter_write_threshold : the same, with progress, and stoppable.
     """
-    writing = iter_write_threshold(path, threshold, min_score=min_score)
-    while True:
-        try:
-            next(writing)
-        except StopIteration as done:
-            return done.value
+    return run_to_end(iter_write_threshold(path, threshold, min_score=min_score))
 
 
 def iter_write_threshold(path, threshold=None, *, min_score=None) -> Generator[tuple[int, int], None, object]:
@@ -328,8 +324,7 @@ def write_rule_arrays(group, path: Path, threshold: Threshold | None, min_score:
     at ``path``, whose blocks are all written, for normalised rules; records nothing. The caller
     records the rules after this returns (:func:`write_threshold`, or a prediction that finishes
     its store with its rules in the same attribute write that marks it complete)."""
-    for _ in iter_rule_arrays(group, path, threshold, min_score, levels=levels, name=name):
-        pass
+    run_to_end(iter_rule_arrays(group, path, threshold, min_score, levels=levels, name=name))
 
 
 def iter_rule_arrays(group, path: Path, threshold: Threshold | None, min_score: Threshold | None, *,
