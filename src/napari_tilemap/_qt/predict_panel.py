@@ -129,7 +129,6 @@ class PredictPanel(Container):
         self.worker = None
         self._result = None  # the finished map, as written (a slider moved before any run has nothing to do)
         self.rules_worker = None
-        self._saved = None  # (threshold, min score) the saved store records; None: no store
         self._summary = ""
         self._shown = None  # the map as the layers show it
         self.layers: list = []
@@ -189,7 +188,7 @@ class PredictPanel(Container):
         self._name = f"{image.name} map" + (" (view)" if p.region == "in view" else "")
         self._contours = p.contours
         self.layers, self._pending, self._busy, self._last_draw, self._result = [], 0, False, 0.0, None
-        self._saved = self._shown = None
+        self._shown = None
         self.save_rules.enabled = False
         self.worker = _predict_job(model, data, p, _ignore_errors=True)
         self.worker.yielded.connect(self._on_block)
@@ -248,7 +247,6 @@ class PredictPanel(Container):
         for layer in self.layers:
             layer.refresh()
         self._summary = f"Map of {cmap.shape[0]}x{cmap.shape[1]} cells (step {cmap.step})"
-        self._saved = (cmap.threshold, cmap.min_score) if cmap.path is not None else None
         self.status.value = self._summary
         self.apply_threshold()  # the layers were filled with the best classes
 
@@ -278,9 +276,10 @@ class PredictPanel(Container):
 
     def _show_saved_state(self, shown) -> None:
         """Say whether the saved map records the rules shown, and offer to save them when not."""
-        if self._saved is None or self.rules_worker is not None:
+        saved = self._result  # a map store returns the rules it records
+        if saved is None or saved.path is None or self.rules_worker is not None:
             return
-        unsaved = (shown.threshold, shown.min_score) != self._saved
+        unsaved = (shown.threshold, shown.min_score) != (saved.threshold, saved.min_score)
         self.save_rules.enabled = unsaved and self.worker is None
         self.status.value = (f"{self._summary}; the rules shown are not in {Path(shown.path).name}: "
                              "press 'Save rules to map'" if unsaved else self._summary)
@@ -320,7 +319,7 @@ class PredictPanel(Container):
     def _on_rules_saved(self, cmap) -> None:
         self._rules_saved = True
         if self._result is not None and self._result.path == cmap.path:
-            self._result, self._saved = cmap, (cmap.threshold, cmap.min_score)
+            self._result = cmap
 
     def _on_rules_finished(self) -> None:
         self._writing.close()  # a stopped write removes what it wrote here and releases the store
