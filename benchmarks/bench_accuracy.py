@@ -23,7 +23,7 @@ Every case runs once per seed (``--seeds``); the summary gives each figure's mea
 
 Run:
     python benchmarks/bench_accuracy.py [--threads 2] [--cases grass gravel brick mosaic demo]
-        [--seeds 0 1] [--size 1024] [--painted-fraction F] [--tile 64] [--preset medium] [--epochs 20]
+        [--seeds 0 1] [--size 1024] [--more-paint K] [--painted-fraction F] [--tile 64] [--preset medium] [--epochs 20]
         [--prior {tiles,balanced}] [--hard-negatives N] [--augment flip rot90 ...] [--background-tiles N]
         [--samples-per-epoch N] [--val-fraction F] [--tta]
 """
@@ -156,13 +156,15 @@ def _min_cut(error: np.ndarray) -> np.ndarray:
     return path
 
 
-def defect_case(name: str, seed: int = 0, size: int | None = None):
+def defect_case(name: str, seed: int = 0, size: int | None = None, more_paint: int = 1):
     """Train image (every defect painted), test image and its truth.
 
     By default the photograph's top half trains and its bottom half tests (20 pits, 16 scratches each).
     With ``size``, the issue's scenario: a ``size``² training surface with 40 pits and 40 scratches per
     1024², quilted from the top half, and a (2·``size``)² test surface with as many per area, quilted
-    from the bottom half.
+    from the bottom half. ``more_paint`` k > 1 (with ``size``) trains instead on a (k·``size``)² surface
+    with k² times the painted defects (its own random stream), the test surface unchanged: what more
+    painting would buy.
     """
     import skimage.data
 
@@ -175,8 +177,12 @@ def defect_case(name: str, seed: int = 0, size: int | None = None):
     if size is None:
         return (*plant_defects(top, rng, 20, 16), *plant_defects(bottom, rng, 20, 16))
     n = round(40 * size**2 / 1024**2)
-    return (*plant_defects(quilt(top, (size, size), rng), rng, n, n),
-            *plant_defects(quilt(bottom, (2 * size, 2 * size), rng), rng, 4 * n, 4 * n))
+    train_img, train_truth = plant_defects(quilt(top, (size, size), rng), rng, n, n)
+    test = plant_defects(quilt(bottom, (2 * size, 2 * size), rng), rng, 4 * n, 4 * n)
+    if more_paint > 1:
+        k, rng = more_paint, np.random.default_rng(1000 + seed)
+        train_img, train_truth = plant_defects(quilt(top, (k * size, k * size), rng), rng, k * k * n, k * k * n)
+    return (train_img, train_truth, *test)
 
 
 def mosaic(textures: list[np.ndarray], rng: np.random.Generator, regions: int = 9):
@@ -243,7 +249,7 @@ def fmt(x) -> str:
 
 
 def run_defects(name: str, args) -> None:
-    train_img, train_truth, test_img, test_truth = defect_case(name, args.seed, args.size)
+    train_img, train_truth, test_img, test_truth = defect_case(name, args.seed, args.size, args.more_paint)
     model, seconds, tiles = fit(train_img, train_truth, args)
     ev = evaluate(model, test_img, test_truth, device="cpu", **PREDICT)
     thr = {k: v for k, v in ev.suggested_thresholds.items() if v is not None and k != "background"}
@@ -329,6 +335,9 @@ def main() -> None:
     p.add_argument("--size", type=int, default=None,
                    help="defect cases as in the issue: a SIZE² training surface, a (2·SIZE)² test surface, "
                         "40 pits and 40 scratches per 1024² (default: the photographs' halves)")
+    p.add_argument("--more-paint", type=int, default=1, metavar="K",
+                   help="with --size: train on a (K·SIZE)² surface with K² times the painted defects, same test "
+                        "surface (what more painting buys)")
     p.add_argument("--painted-fraction", type=float, default=None,
                    help="share of the demo sample's defects that its painting covers (default: the sample's)")
     p.add_argument("--tile", type=int, default=64)
@@ -343,6 +352,8 @@ def main() -> None:
     p.add_argument("--tta", action="store_true", help="predict with test-time augmentation")
     p.add_argument("--augment", nargs="+", default=None, help="augmentation names, or 'none'")
     args = p.parse_args()
+    if args.more_paint != 1 and (args.size is None or args.more_paint < 1):
+        p.error("--more-paint needs --size and a whole number K >= 1")
     PREDICT["tta"] = args.tta
     torch.set_num_threads(args.threads)
     print(f"{torch.get_num_threads()} torch threads, preset {args.preset}, T={args.tile}, epochs {args.epochs}, "
@@ -351,7 +362,8 @@ def main() -> None:
           f"samples per epoch {args.samples_per_epoch or 'default'}, "
           f"val fraction {'default' if args.val_fraction is None else args.val_fraction}, "
           f"tta {args.tta}, seeds {args.seeds}, "
-          f"defect surfaces {f'{args.size}² train, {2 * args.size}² test' if args.size else 'halves'}")
+          "defect surfaces "
+          + (f"{args.more_paint * args.size}² train, {2 * args.size}² test" if args.size else "halves"))
     t0 = time.perf_counter()
     for seed in args.seeds:
         args.seed = seed
