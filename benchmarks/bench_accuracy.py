@@ -179,7 +179,7 @@ def defect_case(name: str, seed: int = 0, size: int | None = None, more_paint: i
     n = round(40 * size**2 / 1024**2)
     train_img, train_truth = plant_defects(quilt(top, (size, size), rng), rng, n, n)
     test = plant_defects(quilt(bottom, (2 * size, 2 * size), rng), rng, 4 * n, 4 * n)
-    if more_paint > 1:
+    if more_paint > 1:  # the 1x surface above is still drawn: the test surface comes after it in the stream
         k, rng = more_paint, np.random.default_rng(1000 + seed)
         train_img, train_truth = plant_defects(quilt(top, (k * size, k * size), rng), rng, k * k * n, k * k * n)
     return (train_img, train_truth, *test)
