@@ -49,7 +49,8 @@ def test_train_then_predict_from_files(tmp_path, painted_files, sample, capsys):
     counts = [[int(v) for v in row.split()[-len(model.class_table):]] for row in table]
     assert counts == model.record["final"]["confusion"]
     cut = ",".join(f"{n}={v:.3f}" for n, v in model.min_score.items())
-    assert f"suggested min score (pass --min-score model to predict): {cut}" in printed
+    assert (f"suggested min score: {cut} (tilemap predict and evaluate apply it by default; --min-score none "
+            "turns it off)") in printed
     assert main(["predict", str(model_path), str(image), "-o", str(map_path), "--device", "cpu"]) == 0
     # by default the map gets the min score training suggested: weak regions are unknown, whole
     said = capsys.readouterr()

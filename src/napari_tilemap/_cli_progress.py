@@ -2,7 +2,8 @@
 
 On a terminal, work shows as tqdm bars. When stderr is a file or a pipe (batch jobs, CI
 logs), the same work prints one line per epoch, or one line per tenth of the blocks, so
-logs carry no carriage returns.
+logs carry no carriage returns. A batch prints its own line per item; the blocks of each
+item are then a bar on a terminal only (``Steps(..., transient=True)``).
 """
 
 from __future__ import annotations
@@ -15,17 +16,33 @@ def interactive() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-class Steps:
-    """Countable work (blocks): a bar on a terminal, else a line at every tenth done."""
+def duration(seconds: float) -> str:
+    """``seconds`` as a short duration: ``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
-    def __init__(self, total: int, desc: str, unit: str) -> None:
+
+class Steps:
+    """Countable work (blocks): a bar on a terminal, else a line at every tenth done.
+
+    A ``transient`` one (a step of a batch that prints its own line per item) is a bar on a
+    terminal that goes when closed, and prints nothing in a log.
+    """
+
+    def __init__(self, total: int, desc: str, unit: str, *, transient: bool = False) -> None:
         self.total, self.desc, self.unit, self.done = total, desc, unit, 0
         self._bar = None
         self._said = 0
+        self._lines = not transient
         if interactive():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                             leave=not transient)
 
     def update_to(self, done: int, **postfix: str) -> None:
         """Record that ``done`` of ``total`` are finished."""
@@ -37,7 +54,7 @@ class Steps:
             self._bar.refresh()
             return
         tenth = done * 10 // max(self.total, 1)
-        if tenth > self._said:  # a line per tenth, the last one at done == total
+        if self._lines and tenth > self._said:  # a line per tenth, the last one at done == total
             self._said = tenth
             extra = "".join(f", {k} {v}" for k, v in postfix.items())
             print(f"{self.desc}: {done}/{self.total} {self.unit}s{extra}", file=sys.stderr, flush=True)

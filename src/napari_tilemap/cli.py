@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ._classes import UNKNOWN
-from ._cli_progress import EpochProgress, Steps
+from ._cli_progress import EpochProgress, Steps, duration
 from ._errors import TilemapInputError
 from ._progress import Cancelled
 
@@ -52,12 +52,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _warning_line(command: str):
-    """A ``warnings.showwarning`` that prints each warning as one line naming the command."""
+    """A ``warnings.showwarning`` that prints each warning meant for the user as one line naming the command."""
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        print(f"tilemap {command}: warning: {_one_line(message)}", file=sys.stderr)
+        if for_the_user(category, filename):
+            print(f"tilemap {command}: warning: {_one_line(message)}", file=sys.stderr)
 
     return show
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def for_the_user(category: type[Warning], filename: str) -> bool:
+    """Whether a warning is one of napari-tilemap's own, about the user's data or options.
+
+    Those are its own categories (:class:`IntensityWarning`) and :class:`UserWarning` raised in this
+    package. Warnings of Python and of the libraries underneath (an unclosed file, a deprecation) are
+    for developers; they are shown too when ``TILEMAP_DEBUG`` is set.
+    """
+    if os.environ.get("TILEMAP_DEBUG") or category.__module__.startswith("napari_tilemap"):
+        return True
+    return issubclass(category, UserWarning) and Path(filename).resolve().is_relative_to(_PACKAGE)
 
 
 def _fail(command: str, message: str, status: int) -> int:
@@ -141,6 +157,64 @@ def _augment_arg(text: str):
         raise argparse.ArgumentTypeError(f"unknown augmentation(s) {', '.join(unknown)}: choose from "
                                          f"{','.join(AUGMENT_NAMES)}, or default, or none")
     return names
+
+
+CLASS_NAMES_HELP = ("names of the painted classes, kept in the model: VALUE=NAME pairs (1=hole,2=crack; a value "
+                    "left out keeps 'class VALUE') or one name per painted value, in increasing order of the "
+                    "values (hole,crack) (default: 'class 1', 'class 2', ...)")
+
+
+def _class_names_arg(text: str) -> dict[int, str] | tuple[str, ...]:
+    """``1=hole,2=crack`` as {1: 'hole', 2: 'crack'}, or ``hole,crack`` as ('hole', 'crack')."""
+    items = [item.strip() for item in text.split(",")]
+    form = "give VALUE=NAME pairs such as 1=hole,2=crack, or names such as hole,crack"
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"an empty name in {text!r}: {form}")
+    paired = ["=" in item for item in items]
+    if not any(paired):
+        result: dict[int, str] | tuple[str, ...] = tuple(items)
+        names = list(result)
+    elif not all(paired):
+        raise argparse.ArgumentTypeError(f"{text!r} mixes VALUE=NAME pairs and plain names: {form}")
+    else:
+        result = {}
+        for item in items:
+            value, _, name = (part.strip() for part in item.partition("="))
+            if not value.isdigit() or not name:
+                raise argparse.ArgumentTypeError(f"{item!r} is not VALUE=NAME with a painted value (1, 2, ...): "
+                                                 f"{form}")
+            if int(value) in result:
+                raise argparse.ArgumentTypeError(f"value {int(value)} is named twice in {text!r}")
+            result[int(value)] = name
+        names = list(result.values())
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(repr, twice))} names two classes: give each its own name")
+    return result
+
+
+def _class_names_of(spec: dict[int, str] | tuple[str, ...], labels: list[np.ndarray],
+                    background: str) -> dict[int, str]:
+    """``--class-names`` checked against the values the labels paint, as {value: name}."""
+    from ._classes import ClassTable
+
+    painted = sorted(set().union(*(np.unique(lb).tolist() for lb in labels)) - {0})
+    shown = ", ".join(f"{v:g}" for v in painted) or "none"
+    if isinstance(spec, tuple):
+        if len(spec) != len(painted):
+            raise TilemapInputError(f"--class-names gives {len(spec)} name(s) but the labels paint {len(painted)} "
+                                    f"value(s) ({shown}): give one name per painted value, or VALUE=NAME pairs")
+        spec = dict(zip(painted, spec))
+    unpainted = sorted(set(spec) - set(painted))
+    if unpainted:
+        raise TilemapInputError(f"--class-names names value(s) {', '.join(map(str, unpainted))}, which no labels "
+                                f"file paints (painted: {shown}); name only painted values")
+    names = ClassTable.from_values(painted, spec, background=background == "unpainted").names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TilemapInputError(f"--class-names: {', '.join(map(repr, twice))} would name two classes (the "
+                                "unpainted background or a value left unnamed has it already); choose another name")
+    return spec
 
 
 def _threshold_arg(text: str):
@@ -230,6 +304,7 @@ def _parser() -> argparse.ArgumentParser:
                         "called a painted class as background, fine-tune; needs --background unpainted and every "
                         "defect of the training images painted")
     t.add_argument("--prior", default=DEFAULT_PRIOR, choices=PRIOR_NAMES, help=PRIOR_HELP)
+    t.add_argument("--class-names", type=_class_names_arg, default=None, metavar="NAMES", help=CLASS_NAMES_HELP)
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.set_defaults(run=_train)
 
@@ -326,8 +401,11 @@ def _train_with_bar(tiles, config, args, out: Path):
     return run.model
 
 
-def _predict_with_bar(model, image, out, name: str | None = None, **kw):
-    """Predict with a progress bar on stderr named ``name``, by default the image file's name."""
+def _predict_with_bar(model, image, out, name: str | None = None, *, transient: bool = False, **kw):
+    """Predict with a progress bar on stderr named ``name``, by default the image file's name.
+
+    A ``transient`` bar (one image of a batch) shows on a terminal only, and goes when done.
+    """
     from .maps._predict import predict
 
     shown = None
@@ -335,8 +413,8 @@ def _predict_with_bar(model, image, out, name: str | None = None, **kw):
     def progress(event):
         nonlocal shown
         if shown is None:
-            shown = Steps(event.total, f"predict {name or Path(str(image)).name}", "block")
-        shown.update_to(shown.done + 1)
+            shown = Steps(event.total, f"predict {name or Path(str(image)).name}", "block", transient=transient)
+        shown.update_to(event.done)
 
     try:
         return predict(model, image, out, callback=progress, **kw)
@@ -359,7 +437,8 @@ def _metrics_line(model) -> str:
     if record.get("hard_negatives"):
         lines.append(f"hard negatives added per round: {', '.join(map(str, record['hard_negatives']))}")
     if model.min_score:
-        lines.append(f"suggested min score (pass --min-score model to predict): {_cut_text(model.min_score)}")
+        lines.append(f"suggested min score: {_cut_text(model.min_score)} (tilemap predict and evaluate apply it "
+                     "by default; --min-score none turns it off)")
     if final.get("confusion"):
         lines.append(confusion_table(final["confusion"], model.class_table.names))
     return "\n".join(lines)
@@ -475,13 +554,16 @@ def _train(args) -> int:
                                 "not background, so no false alarm can be told from a class")
     images = [_read_array(p) for p in args.pairs[0::2]]
     labels = [_read_array(p) for p in args.pairs[1::2]]
-    tiles = extract_tiles(images, labels, tile_size=args.tile_size, background=args.background, seed=args.seed)
+    names = None if args.class_names is None else _class_names_of(args.class_names, labels, args.background)
+    tiles = extract_tiles(images, labels, tile_size=args.tile_size, background=args.background, seed=args.seed,
+                          class_names=names)
     print(f"tiles: {tiles.counts()}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = _train_with_bar(tiles, config, args, out)
     for warning in caught:
-        print(f"tilemap train: warning: {cli_words(str(warning.message))}", file=sys.stderr)
+        if for_the_user(warning.category, warning.filename):
+            print(f"tilemap train: warning: {cli_words(str(warning.message))}", file=sys.stderr)
     for text in advice(model):
         print(f"tilemap train: warning: {cli_words(text)}", file=sys.stderr)
     print(_metrics_line(model))
@@ -501,6 +583,7 @@ def _predict(args) -> int:
     model = load_model(args.model)
     from .maps._threshold import normalize_threshold
 
+    from_model = args.min_score == "model"
     args.min_score = _min_score_of(args.min_score, model)
     for value, what in ((args.threshold, "threshold"), (args.min_score, "min_score")):
         if value is not None:  # a bad value fails before any work
@@ -509,26 +592,51 @@ def _predict(args) -> int:
         from .maps._dense import trained_orientations
 
         trained_orientations(model)
-    if len(args.images) > 1:
+    given = (("threshold", args.threshold), ("min score", args.min_score))
+    rules = ", ".join(f"{what} {_rule_text(value)}" for what, value in given if value is not None)
+    batch = len(targets) > 1
+    if batch:
         out.mkdir(exist_ok=True)
+        if rules and not (from_model and args.threshold is None):  # the model's min score is said already
+            print(f"every map: {rules}", file=sys.stderr)
     done: list[str] = []
-    for image, store in targets:
+    start = time.perf_counter()
+    for k, (image, store) in enumerate(targets, 1):
         args.kept = ("; ".join([*(f"{p} is complete" for p in done),
                                 f"{store} keeps its finished blocks: run the same command again to resume"]))
+        name = Path(image.rstrip("/\\")).name
         cmap = _predict_with_bar(
-            model, image, store, block_size=args.chunk, device=args.device, overwrite=args.overwrite,
-            workers=args.workers, scheduler=args.scheduler, scores_dtype="float16" if args.float16 else "float32",
-            tta=args.tta, min_score=args.min_score, threshold=args.threshold,
+            model, image, store, f"[{k}/{len(targets)}] {name}" if batch else None, transient=batch,
+            block_size=args.chunk, device=args.device, overwrite=args.overwrite, workers=args.workers,
+            scheduler=args.scheduler, scores_dtype="float16" if args.float16 else "float32", tta=args.tta,
+            min_score=args.min_score, threshold=args.threshold,
         )
-        if args.threshold is not None or args.min_score is not None:
+        cells = f"map of {cmap.shape[0]}x{cmap.shape[1]} cells"
+        if rules:
             rows = range(0, cmap.shape[0], 1024)  # counted in strips: the map may not fit in memory
             unknown = sum(int((np.asarray(cmap.classes[r : r + 1024]) == UNKNOWN).sum()) for r in rows)
-            given = (("threshold", args.threshold), ("min score", args.min_score))
-            rules = ", ".join(f"{what} {value}" for what, value in given if value is not None)
-            print(f"{rules}: {unknown} of {cmap.shape[0] * cmap.shape[1]} cells unknown")
-        print(f"wrote {store}: map of {cmap.shape[0]}x{cmap.shape[1]} cells, step {cmap.step}")
+            cells = f"{unknown} of {cmap.shape[0] * cmap.shape[1]} cells unknown"
+            if not batch:
+                print(f"{rules}: {cells}")
         done.append(str(store))
+        if batch:
+            elapsed = time.perf_counter() - start
+            timing = duration(elapsed) + (f", ~{duration(elapsed / k * (len(targets) - k))} left"
+                                          if k < len(targets) else " in all")
+            print(f"[{k}/{len(targets)}] {name}: {cells}, wrote {store} ({timing})", flush=True)
+        else:
+            print(f"wrote {store}: map of {cmap.shape[0]}x{cmap.shape[1]} cells, step {cmap.step}")
     return 0
+
+
+def _rule_text(value) -> str:
+    """A threshold or min score as the command line takes it, rounded to 3 digits: ``0.4``, ``pit=0.735``."""
+    def number(v) -> str:
+        return f"{round(float(v), 3):g}"
+
+    if isinstance(value, dict):
+        return ",".join(f"{name}={number(v)}" for name, v in value.items())
+    return number(value)
 
 
 def _batch_targets(images: list[str], folder: Path) -> list[tuple[str, Path]]:

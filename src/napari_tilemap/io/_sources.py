@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +207,8 @@ def _open(spec):
             import zarr
 
             # tifffile names the axes (YXS contiguous RGB, SYX planar, CYX OME-TIFF, QYX stacks)
-            return _yxc(zarr.open(tifffile.imread(path, aszarr=True, level=0), mode="r"), repr(spec))
+            store = tifffile.imread(path, aszarr=True, level=0)
+            return _ClosingReads(_yxc(zarr.open(store, mode="r"), repr(spec)), store)
         if suffix in IMAGE_SUFFIXES:
             from skimage.io import imread
 
@@ -355,6 +357,41 @@ class _AxisView:
         window = {"y": rows, "x": cols}
         full = tuple(k if isinstance(k, int) else window.get(a, slice(None)) for a, k in zip(self.axes, self.key))
         return np.transpose(_materialise(self.arr[full]), self.perm)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self[0 : self.shape[0], 0 : self.shape[1]], dtype)
+
+
+class _ClosingReads:
+    """A lazy (Y, X[, C]) TIFF array whose file is open only while windows are being read.
+
+    tifffile's zarr store keeps the file it reopens for reading in a cache until the store
+    is closed; closing it once no read is in flight leaves no handle behind (no
+    ``ResourceWarning: unclosed file``). The next read opens the file again.
+    """
+
+    def __init__(self, arr, store) -> None:
+        self.arr, self.store = arr, store
+        self.shape = tuple(arr.shape)
+        self.ndim = len(self.shape)
+        self.dtype = arr.dtype
+        self._lock = threading.Lock()
+        self._reading = 0  # reads in flight, from any thread
+        store.close()
+
+    def __getitem__(self, item) -> np.ndarray:
+        with self._lock:
+            self._reading += 1
+        try:
+            return _materialise(self.arr[item])
+        finally:
+            with self._lock:
+                self._reading -= 1
+                if not self._reading:
+                    self.store.close()
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self[0 : self.shape[0], 0 : self.shape[1]], dtype)
 
 
 def _materialise(window) -> np.ndarray:
