@@ -39,10 +39,11 @@ def test_train_then_predict_from_files(tmp_path, painted_files, sample, capsys):
     image, labels = painted_files
     model_path, map_path = tmp_path / "m.tilemap", tmp_path / "map.zarr"
     args = ["train", str(image), str(labels), "-o", str(model_path), "--tile-size", "24", "--preset", "small",
-            "--epochs", "1", "--device", "cpu", "--seed", "3"]
+            "--epochs", "1", "--device", "cpu", "--seed", "3", "--normalise", "image", "--max-time", "600"]
     assert main(args) == 0
     model = load_model(model_path)
-    assert model.record["seed"] == 3
+    assert model.record["seed"] == 3 and model.per_image == (1.0, 99.0)  # each image by its own levels
+    assert model.record["parameters"]["max_time"] == 600 and not model.record["timed_out"]
     printed = capsys.readouterr().out
     assert "validation confusion matrix (tiles):" in printed
     table = printed.split("validation confusion matrix (tiles):\n")[1].splitlines()[1 : 1 + len(model.class_table)]
@@ -89,6 +90,8 @@ def test_bad_input_prints_one_line_and_exits_2(tmp_path, painted_files, capsys, 
     tifffile.imwrite(wrong, np.zeros((100, 100), np.uint8))
     _fails_with_one_line(["train", str(image), str(wrong), "-o", str(tmp_path / "m.tilemap")], capsys, "shape")
     _fails_with_one_line(["train", str(image), "-o", str(tmp_path / "m.tilemap")], capsys, "pairs")
+    _fails_with_one_line(["train", str(image), str(labels), "-o", str(tmp_path / "m.tilemap"), "--max-time", "0"],
+                         capsys, "max_time is a number of seconds above 0")
     _fails_with_one_line(["predict", str(tmp_path / "none.tilemap"), str(image), "-o", str(tmp_path / "x.zarr")],
                          capsys, "does not exist")
     model = tmp_path / "m.tilemap"

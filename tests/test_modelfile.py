@@ -207,7 +207,7 @@ def _hostile(random_model) -> dict[str, tuple[bytes, str]]:
             _with_text(good, json.dumps({k: v for k, v in meta.items() if k != "normalisation"})),
             r"the metadata lacks \['normalisation'\]",
         ),
-        "version": (_edit(good, "version", 3), r"has model format version 3; .*: upgrade napari-tilemap"),
+        "version": (_edit(good, "version", 4), r"has model format version 4; .*: upgrade napari-tilemap"),
         "activation": (arch("activation", "tanh"), r"activation 'tanh' in the architecture is not one of \['softmax', 'sigmoid'\]"),
         "activation_type": (arch("activation", ["sigmoid"]), r"activation \['sigmoid'\] in the architecture is not one of"),
         "version_type": (_edit(good, "version", "1"), r"model format version '1' is not a positive integer"),

@@ -87,6 +87,7 @@ class EpochProgress:
 
     def epoch(self, report) -> None:
         """An :class:`~napari_tilemap.learn._training.EpochReport`."""
+        self.epochs = report.epochs  # a time limit may cut the plan
         if self._bar is not None:
             self._bar.set_postfix(loss=f"{report.train_loss:.3f}", val_loss=f"{report.val_loss:.3f}",
                                   val_acc=f"{report.val_accuracy:.3f}")

@@ -144,6 +144,11 @@ PRIOR_HELP = ("class frequencies the scores assume: tiles = each class's share o
               "only some of the defects: finds rare classes also where you did not paint them, with more false "
               "alarms)")
 
+NORMALISE_NAMES, DEFAULT_NORMALISE = ("dataset", "image"), "dataset"  # as TrainConfig, without importing torch
+NORMALISE_HELP = ("how pixels are scaled for the network: dataset = by the mean and spread of the training tiles; "
+                  "image = first by each image's own 1st-99th percentiles, in training and in every prediction "
+                  "(for images under other lighting, gain or exposure)")
+
 
 def _augment_arg(text: str):
     """``default``, ``none`` or comma-separated augmentation names, as :attr:`TrainConfig.augment` takes them."""
@@ -304,6 +309,10 @@ def _parser() -> argparse.ArgumentParser:
                         "called a painted class as background, fine-tune; needs --background unpainted and every "
                         "defect of the training images painted")
     t.add_argument("--prior", default=DEFAULT_PRIOR, choices=PRIOR_NAMES, help=PRIOR_HELP)
+    t.add_argument("--normalise", default=DEFAULT_NORMALISE, choices=NORMALISE_NAMES, help=NORMALISE_HELP)
+    t.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
+                   help="time limit of the training: after the first epoch the epochs are cut to those that fit, "
+                        "and training ends at the limit in any case, keeping the best epoch so far")
     t.add_argument("--class-names", type=_class_names_arg, default=None, metavar="NAMES", help=CLASS_NAMES_HELP)
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.set_defaults(run=_train)
@@ -548,7 +557,8 @@ def _train(args) -> int:
     _check_output(out, overwrite=args.overwrite)
     config = _check_training_options(args.tile_size, args.background, preset=args.preset, epochs=args.epochs,
                                      device=args.device, seed=args.seed, loss=args.loss, augment=args.augment,
-                                     hard_negative_rounds=args.hard_negatives, prior=args.prior)
+                                     hard_negative_rounds=args.hard_negatives, prior=args.prior,
+                                     normalise=args.normalise, max_time=args.max_time)
     if args.hard_negatives and args.background == "none":
         raise TilemapInputError("--hard-negatives needs --background unpainted: with 'none', unpainted pixels are "
                                 "not background, so no false alarm can be told from a class")

@@ -22,8 +22,13 @@ def test_augmentations_and_hard_negatives_reach_the_model(dock, qtbot, small_sam
     panel.prior.value = "balanced"  # the sample paints only some of its defects
     assert panel.config().prior == "balanced"
     panel.prior.value = "tiles"  # hard negatives, though, take every unpainted place as background
+    assert panel.normalise.value == "dataset"
+    panel.normalise.value = "image"  # photographs under changing light
     config = panel.config()
     assert config.augment == ("shift", "intensity") and config.hard_negative_rounds == 1 and config.prior == "tiles"
+    assert config.normalise == "image" and config.max_time is None
+    panel.max_time.value = 30  # minutes
+    assert panel.config().max_time == 1800
     panel.preset.value, panel.epochs.value, panel.device.value = "small", 2, "cpu"
     said = []
     panel.train.clicked()
@@ -33,6 +38,8 @@ def test_augmentations_and_hard_negatives_reach_the_model(dock, qtbot, small_sam
     record = w.session.model.record
     assert tuple(record["parameters"]["augment"]) == ("shift", "intensity")
     assert len(record["hard_negatives"]) == 1 and record["prior"]["mode"] == "tiles"
+    assert w.session.model.per_image == (1.0, 99.0)  # hard-negative rounds fine-tune with the same levels
+    assert record["parameters"]["max_time"] == 1800 and not record["timed_out"]
     assert "hard negatives added per round" in panel.status.value
     assert not notifications["error"], notifications
     assert np.isfinite(record["final"]["train_loss"])

@@ -9,6 +9,7 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
+    FloatSpinBox,
     Label,
     PushButton,
     Select,
@@ -64,6 +65,10 @@ class TrainPanel(Container):
         self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000,
                               tooltip="Most passes over the tiles; training stops earlier when validation stops "
                                       "improving, and keeps the best epoch")
+        self.max_time = FloatSpinBox(label="time limit (min)", value=0, min=0, max=24 * 60, step=1,
+                                     tooltip="Most minutes training may take, 0 for none: after the first epoch the "
+                                             "epochs are cut to those that fit, and training ends at the limit in "
+                                             "any case, keeping the best epoch so far")
         self.device = device_combo()
         self.loss = ComboBox(label="scores", value="softmax",
                              choices=[("softmax (sum to 1)", "softmax"), ("sigmoid (one-vs-rest)", "sigmoid")])
@@ -92,6 +97,13 @@ class TrainPanel(Container):
                                       "false alarms on a busy surface, but an unpainted defect is learnt as "
                                       "background. balanced: every class equally likely; finds rare classes, "
                                       "also where you did not paint them, with more false alarms")
+        self.normalise = ComboBox(label="normalise", value=TrainConfig.normalise,
+                                  choices=[("over the training tiles", "dataset"),
+                                           ("each image by its own levels", "image")],
+                                  tooltip="over the training tiles: pixels are scaled by the mean and spread of "
+                                          "the training tiles. each image by its own levels: every image is first "
+                                          "mapped by its own 1st-99th percentiles, in training and prediction, so "
+                                          "that images under other lighting, gain or exposure look alike")
         self.fine_tune = CheckBox(label="fine-tune the current model", value=False,
                                   tooltip="Start from the model you trained or loaded (same tile size and classes) "
                                           "instead of random weights: for a few more painted corrections")
@@ -104,8 +116,8 @@ class TrainPanel(Container):
                                    tooltip="A .tilemap file to save the model to, or to load one from")
         self.save = PushButton(text="Save model", tooltip="Write the model to the model file")
         self.load = PushButton(text="Load model", tooltip="Read a model from the model file")
-        super().__init__(widgets=[self.preset, self.epochs, self.device, self.loss, self.seed, self.augment,
-                                  self.hard_negatives, self.prior, self.fine_tune, self.train,
+        super().__init__(widgets=[self.preset, self.epochs, self.max_time, self.device, self.loss, self.seed, self.augment,
+                                  self.hard_negatives, self.prior, self.normalise, self.fine_tune, self.train,
                                   self.stop, self.status, self.plot, self.model_path, self.save, self.load])
         self.worker = None
         self.run: TrainingRun | None = None
@@ -121,7 +133,9 @@ class TrainPanel(Container):
                            seed=int(self.seed.value), loss=self.loss.value,
                            augment=tuple(n for n in AUGMENTATIONS if n in self.augment.value)
                            if self._augment_chosen else True,
-                           hard_negative_rounds=int(bool(self.hard_negatives.value)), prior=self.prior.value)
+                           hard_negative_rounds=int(bool(self.hard_negatives.value)), prior=self.prior.value,
+                           normalise=self.normalise.value,
+                           max_time=float(self.max_time.value) * 60 if self.max_time.value else None)
 
     def _choose_augment(self, _value=None) -> None:
         self._augment_chosen = True
@@ -175,6 +189,8 @@ class TrainPanel(Container):
                 self._round = event.round
                 self._bar.close()
                 self._bar = progress(total=event.epochs, desc=f"tilemap: hard-negative round {event.round}")
+            if self._bar is not None and self._bar.total != event.epochs:  # the plan cut to the time limit
+                self._bar.total = event.epochs
             if self._bar is not None:
                 self._bar.update(1)  # last: napari's progress processes Qt events
         elif isinstance(event, MiningProgress):
@@ -186,7 +202,10 @@ class TrainPanel(Container):
     def _on_done(self, run: TrainingRun) -> None:
         if run.model is None:
             kept = "the previous model is kept" if self.session.model is not None else "no model was made"
-            _notify.warning(f"Training stopped before the first epoch ended; {kept}.")
+            if run.timed_out:
+                kept += "; allow more time"
+            _notify.warning(f"{'The time limit ended training' if run.timed_out else 'Training stopped'} before the "
+                            f"first epoch ended; {kept}.")
             self.status.value = f"Stopped before the first epoch ended; {kept}."
             return
         self.session.model = run.model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,11 +32,16 @@ class TileClassifier:
     class_table : ClassTable
         Names, colours and painted label values of the output classes.
     mean, std : ndarray of shape (C,)
-        Per-channel normalisation computed from the training tiles.
+        Per-channel normalisation computed from the training tiles (after their images' own
+        levels, with ``per_image``).
     network : torch.nn.Module
         The trained network, ending in logits (BatchNorm layers in eval mode at prediction).
     record : dict
         Training record: seed, versions, tile counts, parameters, final metrics.
+    per_image : (float, float), optional
+        Per-image normalisation (``TrainConfig(normalise="image")``): every image is first mapped by
+        its own low and high percentiles per channel (these two) to [0, 1]; None: not
+        (``normalise="dataset"``). :meth:`for_image` folds an image's levels into ``mean`` and ``std``.
     """
 
     arch: Architecture
@@ -44,15 +50,44 @@ class TileClassifier:
     std: np.ndarray
     network: torch.nn.Module
     record: dict = field(default_factory=dict)
+    per_image: tuple[float, float] | None = None
 
     @classmethod
-    def create(cls, arch: Architecture, class_table: ClassTable, mean, std, record=None) -> TileClassifier:
+    def create(cls, arch: Architecture, class_table: ClassTable, mean, std, record=None,
+               per_image: tuple[float, float] | None = None) -> TileClassifier:
         """A new, untrained classifier for ``arch``."""
         return cls(
             arch, class_table,
             np.asarray(mean, np.float32).reshape(-1), np.asarray(std, np.float32).reshape(-1),
             build_network(arch), dict(record or {}),
+            None if per_image is None else (float(per_image[0]), float(per_image[1])),
         )
+
+    @property
+    def normalise(self) -> str:
+        """``"image"`` when every image is first mapped by its own levels (:attr:`per_image`), else
+        ``"dataset"``."""
+        return "dataset" if self.per_image is None else "image"
+
+    def for_image(self, image) -> TileClassifier:
+        """The model as it applies to ``image``: with per-image normalisation, a copy whose ``mean`` and
+        ``std`` hold the image's own levels (:func:`~napari_tilemap._levels.image_levels`), so that it
+        takes the image's raw intensities; otherwise this model itself."""
+        if self.per_image is None:
+            return self
+        from .._levels import image_levels
+
+        return self.with_levels(*image_levels(image, self.per_image))
+
+    def with_levels(self, low, high) -> TileClassifier:
+        """A copy for an image whose levels are ``low`` and ``high`` (C,): per-image rescaling and the
+        model's normalisation folded into one, ``(x - (low + mean·span)) / (std·span)``."""
+        from .._levels import level_span
+
+        low = np.asarray(low, np.float64).reshape(-1)
+        span = level_span(low, high)
+        return dataclasses.replace(self, mean=(low + self.mean * span).astype(np.float32),
+                                   std=(self.std * span).astype(np.float32), per_image=None)
 
     @property
     def preset(self) -> str:
@@ -114,7 +149,7 @@ class TileClassifier:
         # channels_last lets oneDNN / cuDNN pick their fastest convolution kernels (about 3x on CPU).
         return net.to(dev, memory_format=torch.channels_last).eval()
 
-    def classify_tiles(self, batch, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
+    def classify_tiles(self, batch, device: str = "cpu", batch_size: int = 256, levels=None) -> np.ndarray:
         """Class scores of tiles classified one by one (the reference for dense maps).
 
         Parameters
@@ -123,6 +158,9 @@ class TileClassifier:
             Raw tiles, with the intensities of the images the model was trained on.
         device : str
             Torch device.
+        levels : (low, high), optional
+            With per-image normalisation (:attr:`per_image`), the levels of the image the tiles
+            come from (:func:`~napari_tilemap._levels.image_levels`); required then.
 
         Returns
         -------
@@ -139,6 +177,13 @@ class TileClassifier:
                 f"classify_tiles expects (N, {t}, {t}) or (N, {t}, {t}, {self.in_channels}) tiles, "
                 f"got shape {np.shape(batch)}"
             )
+        if self.per_image is not None:
+            if levels is None:
+                raise TilemapInputError(
+                    "this model normalises each image by its own levels: pass levels=image_levels(image) "
+                    "of the image the tiles come from"
+                )
+            return self.with_levels(*levels).classify_tiles(tiles, device, batch_size)
         net = self.inference_network(device)
         dev = next(net.parameters()).device
         out = []

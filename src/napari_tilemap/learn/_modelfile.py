@@ -32,7 +32,7 @@ from ._modelwriter import (  # noqa: F401
 )
 from ._networks import ACTIVATIONS, PRESETS, Architecture, _tile_size, architecture
 
-VERSION = 2
+VERSION = 3
 """The newest format version this module reads. A file carries the oldest version that can
 read it: 1 for softmax models (whose metadata has no ``activation``, byte for byte as before
 version 2 existed), 2 for sigmoid models, so an older napari-tilemap asks to be upgraded
@@ -198,12 +198,12 @@ def _check_header_json(raw: bytes, size: int, name: str) -> _Plan:
             "the file was altered or written by another program"
         )
     table = _class_table(meta["class_table"], arch, name)
-    mean, std = _normalisation(meta["normalisation"], arch, name)
+    mean, std, per_image = _normalisation(meta["normalisation"], arch, name, version)
     record = meta.get("record", {})
     if not isinstance(record, dict):
         raise ModelFileError(f"{name}: its training record is {_json_type(record)}, not an object")
     with torch.device("meta"):  # shapes and dtypes only: nothing is allocated
-        model = TileClassifier.create(arch, table, mean, std, record)
+        model = TileClassifier.create(arch, table, mean, std, record, per_image)
     expected = dict(model.network.state_dict())
     data_bytes = _check_tensors(header, expected, arch, name)
     if 8 + len(raw) + data_bytes != size:
@@ -300,11 +300,20 @@ def _class_table(stored, arch: Architecture, name: str) -> ClassTable:
     return table
 
 
-def _normalisation(stored, arch: Architecture, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std: finite float32, and std above the floor training applies."""
+def _normalisation(stored, arch: Architecture, name: str,
+                   version: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float] | None]:
+    """Per-channel mean and std: finite float32, and std above the floor training applies; and the
+    percentiles of per-image normalisation (version 3 on), or None."""
     if not isinstance(stored, dict):
         raise ModelFileError(f"{name}: its normalisation is {_json_type(stored)}, not an object")
-    _check_keys(stored, {"mean", "std"}, set(), "its normalisation", name)
+    _check_keys(stored, {"mean", "std"}, {"per_image"} if version >= 3 else set(), "its normalisation", name)
+    per_image = stored.get("per_image")
+    if per_image is not None:
+        if not (isinstance(per_image, list) and len(per_image) == 2 and all(map(_is_number, per_image))
+                and 0 <= per_image[0] < per_image[1] <= 100):
+            raise ModelFileError(f"{name}: normalisation per_image must be two percentiles 0 <= low < high <= 100, "
+                                 f"got {_short(per_image)}")
+        per_image = (float(per_image[0]), float(per_image[1]))
     out = []
     for key in ("mean", "std"):
         v = stored[key]
@@ -328,7 +337,7 @@ def _normalisation(stored, arch: Architecture, name: str) -> tuple[np.ndarray, n
             f"{name}: normalisation std {_short(stored['std'])} is below {MIN_STD:g} * max(1, |mean|), the floor "
             "training applies; such a model would divide by (nearly) zero"
         )
-    return mean, std
+    return mean, std, per_image
 
 
 def _check_tensors(header: dict, expected: dict[str, torch.Tensor], arch: Architecture, name: str) -> int:

@@ -27,12 +27,16 @@ def model_to_bytes(model: TileClassifier) -> bytes:
     arch = model.arch.to_dict()
     if arch["activation"] == "softmax":
         del arch["activation"]  # the version-1 layout: softmax models' bytes did not change
+    normalisation = {"mean": model.mean.tolist(), "std": model.std.tolist()}
+    if model.per_image is not None:
+        normalisation["per_image"] = list(model.per_image)
     meta = {
         "format": FORMAT,
-        "version": 1 if "activation" not in arch else 2,
+        # the oldest version that holds the model, so that files older readers could read do not change
+        "version": 3 if model.per_image is not None else 1 if "activation" not in arch else 2,
         "architecture": arch,
         "class_table": model.class_table.to_dict(),
-        "normalisation": {"mean": model.mean.tolist(), "std": model.std.tolist()},
+        "normalisation": normalisation,
         "record": model.record,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}

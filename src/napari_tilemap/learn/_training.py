@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
+from time import monotonic
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from .._errors import TilemapInputError
+from .._levels import NORMALISATIONS, PERCENTILES
 from .._progress import Cancelled, CancelToken, is_cancelled
 from ._augment import (  # noqa: F401 (re-exported)
     AUGMENTATIONS,
@@ -116,6 +119,17 @@ class TrainConfig:
     also of defects left unpainted, and more false alarms; for a painting that shows only some of the
     defects. Without a background class the painted tile counts measure effort, not frequency: always
     balanced."""
+    max_time: float | None = None
+    """A time limit in seconds for the whole training (hard-negative rounds included); None: none. After
+    the first epoch, the epochs still planned are cut to those that fit in the time left (the learning-rate
+    schedule follows), and training ends after the batch that reaches the limit in any case, keeping the
+    best epoch so far (``record["timed_out"]``)."""
+    normalise: str = "dataset"
+    """How pixels are scaled before the network: ``"dataset"`` by the mean and spread of the training
+    tiles alone; ``"image"`` first by each image's own 1st and 99th percentiles per channel
+    (:func:`~napari_tilemap._levels.image_levels`), in training and in every prediction, so that images
+    under other lighting, gain or exposure look alike to the model. Recorded in the model
+    (:attr:`TileClassifier.per_image`). Fine-tuning keeps the model's own."""
 
     def __post_init__(self) -> None:
         if self.augment is not True:
@@ -172,10 +186,18 @@ class TrainingRun:
         self.hard_negatives: list[int] = []
         """Background tiles added by each hard-negative round."""
         self._stop = False
+        self._deadline = math.inf
+        self.timed_out = False
+        """Whether the time limit (:attr:`TrainConfig.max_time`) ended training."""
 
     def stop(self) -> None:
         """Ask training to end after the current batch."""
         self._stop = True
+
+    def _out_of_time(self) -> bool:
+        if monotonic() >= self._deadline:
+            self.timed_out = True
+        return self.timed_out
 
     @property
     def stopped(self) -> bool:
@@ -185,6 +207,8 @@ class TrainingRun:
         # the prior is that of the tiles the user's painting gave, before any hard negatives
         counts = np.bincount(self.tiles.classes, minlength=len(self.tiles.class_table))
         area = painted_area(self.tiles)
+        if self.config.max_time is not None:
+            self._deadline = monotonic() + self.config.max_time
         try:
             yield from self._rounds()
         finally:
@@ -196,7 +220,7 @@ class TrainingRun:
         yield from self._fit(self.tiles, self.init_model, cfg.epochs, cfg.lr, 0, None)
         hard = np.zeros(len(self.tiles), bool)
         for r in range(1, cfg.hard_negative_rounds + 1):
-            if self._stop or self.model is None:
+            if self._stop or self.model is None or self._out_of_time():
                 return
             before = len(self.tiles)
             try:
@@ -230,19 +254,22 @@ class TrainingRun:
         # a validation loss blind to a trained class would pick the epoch that suits the others
         judged = set(tiles.classes[train_idx].tolist()) <= set(tiles.classes[val_idx].tolist())
 
-        x_train = tiles.windows[train_idx]
+        per_image = (init_model.per_image if init_model is not None
+                     else PERCENTILES if cfg.normalise == "image" else None)
+        windows = tiles.windows if per_image is None else per_image_windows(tiles, per_image)
+        x_train = windows[train_idx]
         if init_model is not None:
             model = without_prior(init_model)
         else:
             mean = x_train.mean(axis=(0, 1, 2))
             std = np.maximum(x_train.std(axis=(0, 1, 2)), 1e-6 * np.maximum(1.0, np.abs(mean)))
             arch = architecture(cfg.preset, tiles.tile_size, tiles.in_channels, k, activation=cfg.loss)
-            model = TileClassifier.create(arch, tiles.class_table, mean, std)
+            model = TileClassifier.create(arch, tiles.class_table, mean, std, per_image=per_image)
         previous = self.model
         self.model = model
         net = nn.Sequential(_Normalise(model.mean, model.std), model.network).to(device, memory_format=torch.channels_last)
 
-        x_all = torch.from_numpy(np.ascontiguousarray(tiles.windows, dtype=np.float32)).permute(0, 3, 1, 2)
+        x_all = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).permute(0, 3, 1, 2)
         t, m = tiles.tile_size, tiles.margin
         x_centre = x_all[:, :, m : m + t, m : m + t]
         y_all = torch.from_numpy(tiles.classes.astype(np.int64))
@@ -255,7 +282,7 @@ class TrainingRun:
         n_samples = max(n_samples, cfg.batch_size)
         batches = math.ceil(n_samples / cfg.batch_size)
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * batches)
+        sched = _one_cycle(opt, lr, epochs * batches)
         amp = _autocast(device)
         loss_fn = _loss_function(cfg.loss, k)
         average = WeightAverage(net, cfg.weight_average) if cfg.weight_average else None
@@ -264,12 +291,12 @@ class TrainingRun:
         best_loss, best_state, since_best, reports = math.inf, None, 0, 0
         try:
             for epoch in range(1, epochs + 1):
-                t0 = time.perf_counter()
+                t0, started = time.perf_counter(), monotonic()
                 net.train()
                 picks = train_idx[torch.multinomial(weights, n_samples, replacement=True, generator=gen).numpy()]
                 total = 0.0
                 for b in range(batches):
-                    if self._stop:
+                    if self._stop or self._out_of_time():
                         return
                     sel = picks[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                     xb = augment(x_all[sel], gen, room[sel]) if augment is not None else x_centre[sel]
@@ -307,15 +334,24 @@ class TrainingRun:
                 )
                 self.history.append(report)
                 reports += 1
+                if reports == 1 and epochs > 1 and math.isfinite(self._deadline):
+                    fit = 1 + int((self._deadline - monotonic()) // max(monotonic() - started, 1e-3))
+                    if fit < epochs:  # plan only the epochs that fit, with the schedule to match
+                        epochs = max(fit, 1)
+                        sched = _one_cycle(opt, lr, epochs * batches, done=batches)
+                        report = dataclasses.replace(report, epochs=epochs)
+                        self.history[-1] = report
                 yield report
                 if since_best >= cfg.patience and epoch >= epochs // 2:
+                    break
+                if epoch >= epochs:  # the plan may have been cut to the time limit
                     break
         finally:
             if best_state is not None:
                 model.network.load_state_dict(best_state)
             model.network.to("cpu").eval()
             model.record = _record(cfg, tiles, train_idx, val_idx, self.history, self._stop, device,
-                                   self.init_model, self.hard_negatives, names)
+                                   self.init_model, self.hard_negatives, names, self.timed_out)
             if not reports:  # stopped before any epoch was validated: half-trained weights are no model
                 self.model = previous
                 if previous is not None:
@@ -377,9 +413,30 @@ def train(
             callback(event)
         if is_cancelled(cancel):
             run.stop()
+    if run.model is None and run.timed_out:
+        raise TilemapInputError(f"max_time={run.config.max_time:g} s ended training before its first epoch was "
+                                "done, so there is no model; allow more time, or train on fewer tiles")
     if run.model is None:
         raise Cancelled("training was stopped before its first epoch ended; no model was made")
     return run.model
+
+
+def per_image_windows(tiles, percentiles: tuple[float, float]) -> np.ndarray:
+    """``tiles.windows``, each mapped by its image's own levels (:func:`~napari_tilemap._levels.image_levels`
+    at ``percentiles``), as predictions map every image."""
+    from .._levels import image_levels, rescale
+
+    if tiles.sources is None:
+        raise TilemapInputError(
+            "per-image normalisation needs the images the tiles were cut from: use tiles from extract_tiles, "
+            "or normalise='dataset'"
+        )
+    out = np.empty(tiles.windows.shape, np.float32)
+    for i, image in enumerate(tiles.sources[0]):
+        sel = tiles.image_index == i
+        if sel.any():
+            out[sel] = rescale(tiles.windows[sel], *image_levels(image, percentiles))
+    return out
 
 
 def logit_adjustment(counts, activation: str, prior: str, has_background: bool) -> np.ndarray:
@@ -468,6 +525,18 @@ def without_prior(model: TileClassifier) -> TileClassifier:
         with torch.no_grad():
             out.network[-1].bias -= torch.as_tensor(adj, dtype=out.network[-1].bias.dtype)
     return out
+
+
+def _one_cycle(opt, lr: float, total: int, done: int = 0):
+    """The one-cycle learning-rate schedule over ``total`` steps, already ``done`` steps into it."""
+    import warnings
+
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # stepping a new schedule forward, not the optimiser
+        for _ in range(done):
+            sched.step()
+    return sched
 
 
 def _autocast(device: torch.device):
@@ -584,6 +653,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise TilemapInputError(f"lr must be positive, got {cfg.lr}")
     if not isinstance(cfg.weight_average, (int, float)) or not 0 <= cfg.weight_average < 1:
         raise TilemapInputError(f"weight_average must be in [0, 1) (0: no averaging), got {cfg.weight_average!r}")
+    if not isinstance(cfg.normalise, str) or cfg.normalise not in NORMALISATIONS:
+        raise TilemapInputError(f"normalise must be one of {list(NORMALISATIONS)}, got {cfg.normalise!r}")
     if not isinstance(cfg.prior, str) or cfg.prior not in PRIORS:
         raise TilemapInputError(f"prior must be one of {list(PRIORS)}, got {cfg.prior!r}")
     if not isinstance(cfg.loss, str) or cfg.loss not in LOSSES:
@@ -592,6 +663,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise TilemapInputError(f"hard_negative_rounds must be a whole number >= 0, got {cfg.hard_negative_rounds!r}")
     if not 0.0 < cfg.hard_negative_score <= 1.0:
         raise TilemapInputError(f"hard_negative_score must lie in (0, 1], got {cfg.hard_negative_score}")
+    if cfg.max_time is not None and (isinstance(cfg.max_time, bool) or not isinstance(cfg.max_time, (int, float))
+                                     or not cfg.max_time > 0):
+        raise TilemapInputError(f"max_time is a number of seconds above 0 (or None: no limit), got {cfg.max_time!r}")
     if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < 1:
         raise TilemapInputError(f"samples_per_epoch must be at least 1 (or None: automatic), got {cfg.samples_per_epoch}")
     if cfg.preset not in PRESETS:
@@ -624,7 +698,7 @@ def _check_tiles(tiles, init_model: TileClassifier | None, loss: str = "softmax"
 
 
 def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model, hard_negatives=(),
-            augment=()) -> dict:
+            augment=(), timed_out: bool = False) -> dict:
     import numpy
     import skimage
 
@@ -648,6 +722,7 @@ def _record(cfg, tiles, train_idx, val_idx, history, stopped, device, init_model
         },
         "epochs_run": len(history),  # all rounds
         "stopped": bool(stopped),
+        "timed_out": bool(timed_out),
         "fine_tuned": init_model is not None,
         "hard_negatives": list(hard_negatives),
         "augment": list(augment),

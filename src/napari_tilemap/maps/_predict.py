@@ -82,6 +82,7 @@ def iter_predict(
 
     source = open_image(image)
     _check_fits(model, source)
+    model = model.for_image(source)  # per-image normalisation: the image's levels, read once for every block
     cut = model_min_score(model, min_score)
     rule = None if cut is None else normalize_threshold(cut, model.class_table, "min_score")
     thr = None if threshold is None else normalize_threshold(threshold, model.class_table, "threshold")
