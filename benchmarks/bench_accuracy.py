@@ -25,7 +25,7 @@ Run:
     python benchmarks/bench_accuracy.py [--threads 2] [--cases grass gravel brick mosaic demo]
         [--seeds 0 1] [--size 1024] [--more-paint K] [--painted-fraction F] [--tile 64] [--preset medium] [--epochs 20]
         [--prior {tiles,balanced}] [--hard-negatives N] [--augment flip rot90 ...] [--background-tiles N]
-        [--samples-per-epoch N] [--val-fraction F] [--tta]
+        [--samples-per-epoch N] [--val-fraction F] [--tta] [--normalise {dataset,image}]
 """
 
 from __future__ import annotations
@@ -233,6 +233,8 @@ def fit(images, labels, args, background="unpainted"):
         kw["samples_per_epoch"] = args.samples_per_epoch
     if args.val_fraction is not None:
         kw["val_fraction"] = args.val_fraction
+    if args.normalise:
+        kw["normalise"] = args.normalise
     if args.augment is not None:
         kw["augment"] = tuple(args.augment) if args.augment != ["none"] else False
     t0, c0 = time.perf_counter(), time.process_time()
@@ -350,6 +352,7 @@ def main() -> None:
     p.add_argument("--samples-per-epoch", type=int, default=None, help="default: the library's")
     p.add_argument("--val-fraction", type=float, default=None, help="default: the library's")
     p.add_argument("--tta", action="store_true", help="predict with test-time augmentation")
+    p.add_argument("--normalise", choices=["dataset", "image"], default=None, help="default: the library's")
     p.add_argument("--augment", nargs="+", default=None, help="augmentation names, or 'none'")
     args = p.parse_args()
     if args.more_paint != 1 and (args.size is None or args.more_paint < 1):
@@ -361,7 +364,7 @@ def main() -> None:
           f"background tiles {args.background_tiles or 'default'}, "
           f"samples per epoch {args.samples_per_epoch or 'default'}, "
           f"val fraction {'default' if args.val_fraction is None else args.val_fraction}, "
-          f"tta {args.tta}, seeds {args.seeds}, "
+          f"tta {args.tta}, normalise {args.normalise or 'default'}, seeds {args.seeds}, "
           "defect surfaces "
           + (f"{args.more_paint * args.size}² train, {2 * args.size}² test" if args.size else "halves"))
     t0 = time.perf_counter()

@@ -202,10 +202,18 @@ def run_tilemap(data: DataSet, args, seed: int) -> tuple[dict[str, float], int]:
     images = [im for _, im, _ in fit_set]
     masks = [m for _, _, m in fit_set]
     t0 = time.perf_counter()
-    tiles = extract_tiles(images, masks, tile_size=args.tile, class_names=data.class_names, seed=seed)
+    bg = {"background_tiles": args.background_tiles} if args.background_tiles else {}
+    if args.blob_spacing:
+        dense_blob_centres(args.blob_spacing)
+    tiles = extract_tiles(images, masks, tile_size=args.tile, class_names=data.class_names, seed=seed, **bg)
     extra = {"normalise": args.normalise} if args.normalise else {}
+    for name in ("hard_negative_rounds", "samples_per_epoch"):
+        if getattr(args, name):
+            extra[name] = getattr(args, name)
     model = train(tiles, preset=args.preset, epochs=args.epochs, device="cpu", seed=seed, **extra)
     min_score = "model"
+    if args.cell_prior:
+        model, min_score = with_cell_prior(model, masks), None
     if held:
         min_score = held_out_min_score(model, [(im, m) for _, im, m in held], data)
     train_s = time.perf_counter() - t0
@@ -217,12 +225,56 @@ def run_tilemap(data: DataSet, args, seed: int) -> tuple[dict[str, float], int]:
     tally = Tally(list(data.class_names))
     t0 = time.perf_counter()
     for _, image, mask in data.test:
-        cmap = predict(model, image, device="cpu", workers=1, min_score=min_score)
+        cmap = predict(model, image, device="cpu", workers=1, min_score=min_score, tta=args.tta)
         scores = np.asarray(cmap.scores)
         values = list(cmap.class_table.values)
         tally.add(np.asarray(cmap.classes), {v: scores[values.index(v)] for v in data.class_names}, mask, model.step)
     predict_s = time.perf_counter() - t0
     return {**tally.figures(), "train seconds": train_s, "predict seconds": predict_s}, model.step
+
+
+def dense_blob_centres(spacing: int):
+    """Experiment: painted tiles on every blob pixel nearest each cell of a ``spacing`` grid, small blobs too."""
+    from napari_tilemap.learn import _tiles
+
+    def centres(mask, t, cap, rng):
+        from skimage.measure import label, regionprops
+
+        for region in regionprops(label(mask, connectivity=2)):
+            coords = region.coords
+            cell = coords // spacing
+            d = np.sum((coords - (cell * spacing + spacing / 2)) ** 2, axis=1)
+            key = cell[:, 0] * (mask.shape[1] // spacing + 1) + cell[:, 1]
+            order = np.lexsort((d, key))
+            first = order[np.r_[True, key[order][1:] != key[order][:-1]]]
+            yield coords[first].astype(np.int64)
+
+    _tiles._blob_centres = centres
+
+
+def with_cell_prior(model, masks):
+    """Experiment: the model with its prior set to each class's share of the training images' map cells (a cell
+    is a class when its S×S block holds it) instead of its share of the tiles."""
+    import torch
+
+    from napari_tilemap.learn._training import logit_adjustment, without_prior
+
+    values = list(model.class_table.values)
+    counts = np.zeros(len(values))
+    for mask in masks:
+        shape = (-(-mask.shape[0] // model.step), -(-mask.shape[1] // model.step))
+        seen = np.zeros(shape, bool)
+        for i, v in enumerate(values[1:], 1):
+            cells = block_presence(mask, v, model.step, shape) & ~seen
+            counts[i] += cells.sum()
+            seen |= cells
+        counts[0] += (~seen).sum()
+    out = without_prior(model)
+    adj = logit_adjustment(counts, out.activation, "tiles", True)
+    with torch.no_grad():
+        out.network[-1].bias += torch.as_tensor(adj, dtype=out.network[-1].bias.dtype)
+    print(f"  cell prior: cells {dict(zip(model.class_table.names, counts.astype(int).tolist()))}")
+    return out
 
 
 def held_out_min_score(model, pairs, data: DataSet) -> dict[str, float]:
@@ -296,6 +348,14 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--calibrate", type=float, default=None, metavar="F",
                    help="experiment: hold out a share F of the training images to choose each class's min score")
+    p.add_argument("--tta", action="store_true", help="predict with test-time augmentation")
+    p.add_argument("--blob-spacing", type=int, default=None,
+                   help="experiment: painted tiles every SPACING px over every blob (default: the library's)")
+    p.add_argument("--cell-prior", action="store_true",
+                   help="experiment: prior from the share of map cells of each class, no min score")
+    p.add_argument("--background-tiles", type=int, default=None, help="default: the library's")
+    p.add_argument("--hard-negative-rounds", type=int, default=0)
+    p.add_argument("--samples-per-epoch", type=int, default=None, help="default: the library's")
     p.add_argument("--normalise", choices=["dataset", "image"], default=None, help="default: the library's")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -15,7 +15,7 @@ def model(tmp_path_factory):
 
     s = sample_surface((320, 320), seed=2)
     tiles = extract_tiles(s.image, s.labels, tile_size=32, class_table=s.class_table)
-    return train(tiles, preset="small", epochs=2, samples_per_epoch=128, device="cpu")
+    return train(tiles, preset="small", epochs=2, samples_per_epoch=128, device="cpu", normalise="image")
 
 
 def test_bad_states_give_notifications_not_tracebacks(dock, small_sample, notifications, model):

@@ -174,6 +174,7 @@ class PredictPanel(Container):
                 y0, x0 = y0 - y0 % s, x0 - x0 % s  # keep cells on the whole-image grid
                 if min(y1 - y0, x1 - x0) < model.tile_size:
                     raise ValueError("the region in view is smaller than a tile; zoom out")
+                model = model.for_image(data)  # per-image levels are the whole image's, as in its whole map
                 data, origin = data[y0:y1, x0:x1], (y0, x0)
             if p.out is not None and Path(p.out).exists():
                 raise ValueError(f"{p.out} already exists; choose a new file name for the map")
