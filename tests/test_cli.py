@@ -84,6 +84,29 @@ def _fails_with_one_line(args, capsys, match):
     assert len(err) == 1 and match in err[0], err
 
 
+def test_defect_free_images_train_as_background_without_a_labels_file(tmp_path, capsys):
+    from napari_tilemap import sample_surface
+
+    small = sample_surface((256, 256), seed=0)
+    image, labels, clean = tmp_path / "surface.tif", tmp_path / "labels.tif", tmp_path / "clean.tif"
+    tifffile.imwrite(image, small.image)
+    tifffile.imwrite(labels, small.labels)
+    tifffile.imwrite(clean, np.full((160, 200), 110, np.uint8))
+    base = ["train", str(image), str(labels), "--tile-size", "24", "--preset", "small", "--epochs", "1",
+            "--device", "cpu"]
+    assert main([*base, "-o", str(tmp_path / "a.tilemap")]) == 0
+    without = capsys.readouterr().err
+    assert main([*base, "--clean", str(clean), "-o", str(tmp_path / "b.tilemap")]) == 0
+    with_clean = capsys.readouterr().err
+
+    def background(err: str) -> int:
+        return int(err.split("tiles: {'background': ")[1].split(",")[0])
+
+    assert background(with_clean) > background(without)  # the clean image's surface is background too
+    _fails_with_one_line([*base, "--background", "none", "--clean", str(clean), "-o", str(tmp_path / "c.tilemap")],
+                         capsys, "--clean needs --background unpainted")
+
+
 def test_bad_input_prints_one_line_and_exits_2(tmp_path, painted_files, capsys, random_model):
     image, labels = painted_files
     wrong = tmp_path / "wrong.tif"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_tilemap import ClassTable, TilemapInputError, extract_tiles
+from napari_tilemap import ClassTable, TilemapInputError, extract_tiles, sample_surface
 
 
 def discs_and_bar(shape=(200, 240)):
@@ -134,3 +134,14 @@ def test_bad_input_is_refused_with_a_clear_message(images, labels, kw, match):
     kw = {"tile_size": 24, **kw}
     with pytest.raises(TilemapInputError, match=match):
         extract_tiles(images, labels, **kw)
+
+
+def test_a_defect_free_image_given_without_labels_is_background_throughout():
+    s = sample_surface((256, 256), seed=0)
+    clean = np.full((200, 240), 120, np.uint8)
+    tiles = extract_tiles([s.image, clean], [s.labels, None], tile_size=32, seed=0)
+    from_clean = tiles.image_index == 1
+    assert from_clean.sum() > 0 and (tiles.classes[from_clean] == 0).all()
+    # as many as an all-zero labels image gives: None is that image, unpainted
+    same = extract_tiles([s.image, clean], [s.labels, np.zeros((200, 240), np.uint8)], tile_size=32, seed=0)
+    np.testing.assert_array_equal(tiles.origins, same.origins)

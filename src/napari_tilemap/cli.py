@@ -313,6 +313,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
                    help="time limit of the training: after the first epoch the epochs are cut to those that fit, "
                         "and training ends at the limit in any case, keeping the best epoch so far")
+    t.add_argument("--clean", nargs="+", default=[], metavar="IMAGE",
+                   help="defect-free images, trained on as background throughout (no labels file needed)")
     t.add_argument("--class-names", type=_class_names_arg, default=None, metavar="NAMES", help=CLASS_NAMES_HELP)
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.set_defaults(run=_train)
@@ -562,9 +564,12 @@ def _train(args) -> int:
     if args.hard_negatives and args.background == "none":
         raise TilemapInputError("--hard-negatives needs --background unpainted: with 'none', unpainted pixels are "
                                 "not background, so no false alarm can be told from a class")
-    images = [_read_array(p) for p in args.pairs[0::2]]
+    if args.clean and args.background == "none":
+        raise TilemapInputError("--clean needs --background unpainted: with 'none', an unpainted image teaches nothing")
+    images = [_read_array(p) for p in [*args.pairs[0::2], *args.clean]]
     labels = [_read_array(p) for p in args.pairs[1::2]]
     names = None if args.class_names is None else _class_names_of(args.class_names, labels, args.background)
+    labels += [None] * len(args.clean)  # defect-free: every pixel background
     tiles = extract_tiles(images, labels, tile_size=args.tile_size, background=args.background, seed=args.seed,
                           class_names=names)
     print(f"tiles: {tiles.counts()}", file=sys.stderr)

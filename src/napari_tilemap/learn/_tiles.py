@@ -142,7 +142,8 @@ def extract_tiles(
     images : array or sequence of arrays
         (Y, X) or (Y, X, C) images; all with the same number of channels.
     labels : array or sequence of arrays
-        Painted labels of the same (Y, X) shapes; 0 = unpainted.
+        Painted labels of the same (Y, X) shapes; 0 = unpainted. None for a defect-free image: with
+        ``background='unpainted'`` all of it is background, which teaches the clean surface.
     tile_size : int
         T, the tile side in pixels.
     background : {'unpainted', 'none'}
@@ -193,7 +194,8 @@ def extract_tiles(
     labs = as_list(labels, name="labels")
     if len(imgs) != len(labs):
         raise TilemapInputError(f"got {len(imgs)} images but {len(labs)} labels arrays; give one labels array per image")
-    labs = [as_labels(lb, im.shape, name=f"labels[{i}]") for i, (im, lb) in enumerate(zip(imgs, labs))]
+    labs = [np.zeros(im.shape[:2], np.int64) if lb is None else as_labels(lb, im.shape, name=f"labels[{i}]")
+            for i, (im, lb) in enumerate(zip(imgs, labs))]
     channels = {im.shape[2] for im in imgs}
     if len(channels) > 1:
         raise TilemapInputError(f"all images need the same number of channels, got {sorted(channels)}")
