@@ -529,13 +529,9 @@ def without_prior(model: TileClassifier) -> TileClassifier:
 
 def _one_cycle(opt, lr: float, total: int, done: int = 0):
     """The one-cycle learning-rate schedule over ``total`` steps, already ``done`` steps into it."""
-    import warnings
-
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # stepping a new schedule forward, not the optimiser
-        for _ in range(done):
-            sched.step()
+    for _ in range(done):
+        sched.step()
     return sched
 
 
