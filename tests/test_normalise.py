@@ -123,3 +123,12 @@ def test_the_trained_model_records_it(own):
 def test_a_bad_choice_is_refused_by_name():
     with pytest.raises(TilemapInputError, match=r"normalise must be one of \['dataset', 'image'\], got 'percentile'"):
         TrainConfig(normalise="percentile")
+
+
+def test_a_uniform_image_maps_without_dividing_by_zero(own):
+    for value in (0, 200):
+        cmap = predict(own, np.full((96, 120), value, np.uint8), device="cpu", min_score=None)
+        assert np.isfinite(_scores(cmap)).all()
+    # every pixel at the low level: as a uniform image at the low level of any other
+    np.testing.assert_allclose(_scores(predict(own, np.zeros((96, 120), np.float32), device="cpu")),
+                               _scores(predict(own, np.full((96, 120), 7.0, np.float32), device="cpu")), atol=1e-4)

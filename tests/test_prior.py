@@ -10,7 +10,7 @@ from napari_tilemap.learn._training import logit_adjustment
 from .test_sampling import two_blobs
 
 T = 32
-KW = {"preset": "small", "epochs": 2, "samples_per_epoch": 128, "device": "cpu", "seed": 3}
+KW = {"preset": "small", "epochs": 2, "samples_per_epoch": 128, "device": "cpu", "seed": 3, "normalise": "dataset"}
 
 
 def bias(model) -> np.ndarray:

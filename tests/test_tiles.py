@@ -15,23 +15,50 @@ def discs_and_bar(shape=(200, 240)):
     return labels, centres
 
 
-def test_small_blobs_get_one_tile_centred_on_them_and_large_blobs_several():
+def test_without_a_background_small_blobs_get_one_tile_centred_on_them_and_large_blobs_several():
     labels, centres = discs_and_bar()
     image = np.random.default_rng(0).integers(0, 255, labels.shape).astype(np.uint8)
-    tiles = extract_tiles(image, labels, tile_size=24, margin=0, background_tiles=5)
+    tiles = extract_tiles(image, labels, tile_size=24, margin=0, background="none")
     table = tiles.class_table
-    assert table.values == (0, 1, 2) and table.names[0] == "background"
-    painted = tiles.blob_ids >= 0
-    blob_sizes = np.bincount(tiles.blob_ids[painted])
-    assert sorted(blob_sizes) [:3] == [1, 1, 1]
+    assert table.values == (1, 2)
+    blob_sizes = np.bincount(tiles.blob_ids)
+    assert sorted(blob_sizes)[:3] == [1, 1, 1]
     for y, x in centres:
         hits = [c for c, k in zip(tiles.centers, tiles.classes) if np.abs(c - (y, x)).max() <= 1]
         assert len(hits) == 1, (y, x)
-    bar = [(c, k) for c, k, b in zip(tiles.centers, tiles.classes, tiles.blob_ids) if b >= 0 and blob_sizes[b] > 1]
+    bar = [(c, k) for c, k, b in zip(tiles.centers, tiles.classes, tiles.blob_ids) if blob_sizes[b] > 1]
     assert len(bar) >= 140 // 6 - 1  # one tile per T/4 = 6 px of bar
     for (y, x), k in bar:
         assert labels[y, x] == 2 and table.values[k] == 2
-    assert tiles.counts() == {"background": 5, "class 1": 2, "class 2": 1 + len(bar)}
+    assert tiles.counts() == {"class 1": 2, "class 2": 1 + len(bar)}
+
+
+def test_with_a_background_every_grid_cell_a_blob_covers_gets_a_tile_on_its_pixel_nearest_the_cell_centre():
+    labels, centres = discs_and_bar()
+    image = np.random.default_rng(0).integers(0, 255, labels.shape).astype(np.uint8)
+    tiles = extract_tiles(image, labels, tile_size=32, margin=0, background_tiles=5)
+    s = 32 // 8  # the medium preset's map step at T = 32... and the grid of painted tiles
+    from skimage.measure import label
+
+    blobs = label(labels > 0, connectivity=2)
+    expected = set()
+    for b in range(1, blobs.max() + 1):  # independently: every cell, every pixel, the nearest
+        ys, xs = np.nonzero(blobs == b)
+        for cy, cx in {(y // s, x // s) for y, x in zip(ys, xs)}:
+            inside = (ys // s == cy) & (xs // s == cx)
+            d = (ys[inside] - (cy * s + s / 2)) ** 2 + (xs[inside] - (cx * s + s / 2)) ** 2
+            nearest = np.flatnonzero(d == d.min())
+            expected.add((b, frozenset((int(ys[inside][i]), int(xs[inside][i])) for i in nearest)))
+    painted = tiles.blob_ids >= 0
+    got = [(int(blobs[y, x]), (int(y), int(x))) for y, x in tiles.centers[painted]]
+    assert len(got) == len(expected)
+    for b, pixels in expected:
+        assert sum(1 for gb, p in got if gb == b and p in pixels) == 1
+    for (y, x), k in zip(tiles.centers[painted], tiles.classes[painted]):
+        assert tiles.class_table.values[k] == labels[y, x]  # each tile is its pixel's class
+    assert tiles.counts()["class 1"] == sum(1 for b, _ in expected if labels[blobs == b][0] == 1)
+    with pytest.raises(TilemapInputError, match="painted_spacing must be at least 1"):
+        extract_tiles(image, labels, tile_size=32, painted_spacing=0)
 
 
 def test_tiles_are_the_image_pixels_at_their_origin_for_gray_rgb_and_any_dtype():

@@ -54,10 +54,15 @@ def image_levels(image, percentiles: tuple[float, float] = PERCENTILES) -> tuple
     return lo, hi
 
 
+SPAN_FLOOR = 1e-3
+"""Smallest span, relative to the levels' magnitude (at least 1): a uniform or nearly uniform channel is
+amplified at most 1000 times (a uniform one maps to 0), never divided by zero."""
+
+
 def level_span(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """(C,) ``high - low``, kept away from 0 (a uniform channel maps to 0, not to a division by 0)."""
+    """(C,) ``high - low``, at least :data:`SPAN_FLOOR` times the larger of 1, ``|low|`` and ``|high|``."""
     low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
-    return np.maximum(high - low, 1e-6 * np.maximum(1.0, np.abs(low)))
+    return np.maximum(high - low, SPAN_FLOOR * np.maximum(1.0, np.maximum(np.abs(low), np.abs(high))))
 
 
 def rescale(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:

@@ -144,10 +144,10 @@ PRIOR_HELP = ("class frequencies the scores assume: tiles = each class's share o
               "only some of the defects: finds rare classes also where you did not paint them, with more false "
               "alarms)")
 
-NORMALISE_NAMES, DEFAULT_NORMALISE = ("dataset", "image"), "dataset"  # as TrainConfig, without importing torch
-NORMALISE_HELP = ("how pixels are scaled for the network: dataset = by the mean and spread of the training tiles; "
-                  "image = first by each image's own 1st-99th percentiles, in training and in every prediction "
-                  "(for images under other lighting, gain or exposure)")
+NORMALISE_NAMES, DEFAULT_NORMALISE = ("dataset", "image"), "image"  # as TrainConfig, without importing torch
+NORMALISE_HELP = ("how pixels are scaled for the network: image = first by each image's own 1st-99th percentiles, "
+                  "in training and in every prediction (images under other lighting, gain or exposure look "
+                  "alike); dataset = by the mean and spread of the training tiles alone")
 
 
 def _augment_arg(text: str):

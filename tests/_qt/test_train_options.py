@@ -22,7 +22,9 @@ def test_augmentations_and_hard_negatives_reach_the_model(dock, qtbot, small_sam
     panel.prior.value = "balanced"  # the sample paints only some of its defects
     assert panel.config().prior == "balanced"
     panel.prior.value = "tiles"  # hard negatives, though, take every unpainted place as background
-    assert panel.normalise.value == "dataset"
+    assert panel.normalise.value == "image"
+    panel.normalise.value = "dataset"
+    assert panel.config().normalise == "dataset"
     panel.normalise.value = "image"  # photographs under changing light
     config = panel.config()
     assert config.augment == ("shift", "intensity") and config.hard_negative_rounds == 1 and config.prior == "tiles"

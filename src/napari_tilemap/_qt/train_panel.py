@@ -98,12 +98,12 @@ class TrainPanel(Container):
                                       "background. balanced: every class equally likely; finds rare classes, "
                                       "also where you did not paint them, with more false alarms")
         self.normalise = ComboBox(label="normalise", value=TrainConfig.normalise,
-                                  choices=[("over the training tiles", "dataset"),
-                                           ("each image by its own levels", "image")],
-                                  tooltip="over the training tiles: pixels are scaled by the mean and spread of "
-                                          "the training tiles. each image by its own levels: every image is first "
-                                          "mapped by its own 1st-99th percentiles, in training and prediction, so "
-                                          "that images under other lighting, gain or exposure look alike")
+                                  choices=[("each image by its own levels", "image"),
+                                           ("over the training tiles", "dataset")],
+                                  tooltip="each image by its own levels: every image is first mapped by its own "
+                                          "1st-99th percentiles, in training and prediction, so that images under "
+                                          "other lighting, gain or exposure look alike. over the training tiles: "
+                                          "pixels are scaled by the mean and spread of the training tiles alone")
         self.fine_tune = CheckBox(label="fine-tune the current model", value=False,
                                   tooltip="Start from the model you trained or loaded (same tile size and classes) "
                                           "instead of random weights: for a few more painted corrections")

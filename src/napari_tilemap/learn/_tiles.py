@@ -117,6 +117,7 @@ def extract_tiles(
     background_sampling: str = "random",
     background_gap: int | None = None,
     tiles_per_blob: int | None = None,
+    painted_spacing: int | None = None,
     margin: int | None = None,
     class_table: ClassTable | None = None,
     class_names=None,
@@ -125,9 +126,12 @@ def extract_tiles(
 ) -> TileSet:
     """Cut training tiles around painted blobs, plus background tiles.
 
-    Each painted class is split into blobs (``skimage.measure.label``, 8-connected). A blob
-    that fits in half a tile gets one tile centred on its centroid; a larger one gets tiles
-    on its pixels, one per cell of a grid of spacing T/4.
+    Each painted class is split into blobs (``skimage.measure.label``, 8-connected). With a background
+    class, every blob gets one tile per cell of a grid of spacing T/8 over the image that it covers,
+    centred on its pixel nearest the cell's centre: at T = 64 the grid of the medium preset's map
+    cells, so a defect is learnt from every cell it would colour in a map, small ones too. Without
+    one (``background='none'``: a few strokes per region class), a blob that fits in half a tile gets
+    one tile centred on its centroid and a larger one one tile per cell of a grid of spacing T/4.
 
     Background tiles (``background='unpainted'``) cover all unpainted area. A tile is labelled by
     what lies at its centre, as a map cell is by its centre block, so a background tile's centre
@@ -163,6 +167,9 @@ def extract_tiles(
         T // 2 + margin + 1 keeps paint out of the whole window.
     tiles_per_blob : int, optional
         Cap on the tiles covering one large blob (evenly chosen); default: no cap.
+    painted_spacing : int, optional
+        Spacing in pixels of the grid painted tiles are placed on, one per cell a blob covers, small
+        blobs too; default T // 8 with a background class, and the rule above without.
     margin : int, optional
         Context kept around each tile for shift and rotation augmentation (a map cell's tile is
         centred on its block, not on a painted pixel); default T // 16 + ceil(0.21 T) (what
@@ -217,6 +224,9 @@ def extract_tiles(
         )
 
     smallest = min(min(im.shape[:2]) for im in imgs)
+    spacing = max(t // 8, 1) if painted_spacing is None and background == "unpainted" else painted_spacing
+    if spacing is not None and int(spacing) < 1:
+        raise TilemapInputError(f"painted_spacing must be at least 1 pixel, got {painted_spacing}")
     m = default_margin(t) if margin is None else int(margin)
     m = max(0, min(m, (smallest - t) // 2))
     w = t + 2 * m
@@ -227,7 +237,7 @@ def extract_tiles(
         for value in np.unique(lb):
             if value == 0:
                 continue
-            for blob_centres in _blob_centres(lb == value, t, tiles_per_blob, rng):
+            for blob_centres in _blob_centres(lb == value, t, tiles_per_blob, rng, spacing):
                 centres.append(blob_centres)
                 classes += [table.index_of_value(int(value))] * len(blob_centres)
                 image_index += [i] * len(blob_centres)
@@ -286,22 +296,26 @@ def _class_table(painted_values, background, class_table, class_names, colors) -
     return class_table
 
 
-def _blob_centres(mask: np.ndarray, t: int, cap: int | None, rng: np.random.Generator):
-    """For each blob of ``mask``: the (y, x) centres of the tiles placed on it."""
+def _blob_centres(mask: np.ndarray, t: int, cap: int | None, rng: np.random.Generator, grid: int | None = None):
+    """For each blob of ``mask``: the (y, x) centres of the tiles placed on it: one per cell of the image's
+    grid of spacing ``grid`` that the blob covers; without ``grid``, one at the centroid of a blob within
+    half a tile, else one per cell of a T/4 grid laid from the blob's corner."""
     from skimage.measure import label, regionprops
 
-    half, spacing = max(t // 2, 1), max(t // 4, 1)
+    half, spacing = max(t // 2, 1), int(grid) if grid else max(t // 4, 1)
     for region in regionprops(label(mask, connectivity=2)):
         y0, x0, y1, x1 = region.bbox
-        if y1 - y0 <= half and x1 - x0 <= half:
+        if not grid and y1 - y0 <= half and x1 - x0 <= half:
             yield np.round(np.asarray(region.centroid))[None].astype(np.int64)
             continue
         coords = region.coords
-        # one tile per occupied cell of a T/4 grid, on the blob pixel nearest the cell's centre
+        if grid:  # the image's grid (the map's cells at spacing S)
+            y0, x0 = 0, 0
+        # one tile per occupied cell of the grid, on the blob pixel nearest the cell's centre
         cell = (coords - [y0, x0]) // spacing
         cell_centre = cell * spacing + spacing / 2 + [y0, x0]
         d = np.sum((coords - cell_centre) ** 2, axis=1)
-        key = cell[:, 0] * (x1 - x0 + 1) + cell[:, 1]
+        key = cell[:, 0] * (mask.shape[1] + 1) + cell[:, 1]
         order = np.lexsort((d, key))
         first = order[np.r_[True, key[order][1:] != key[order][:-1]]]
         chosen = coords[first]

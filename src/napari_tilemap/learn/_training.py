@@ -124,11 +124,11 @@ class TrainConfig:
     the first epoch, the epochs still planned are cut to those that fit in the time left (the learning-rate
     schedule follows), and training ends after the batch that reaches the limit in any case, keeping the
     best epoch so far (``record["timed_out"]``)."""
-    normalise: str = "dataset"
-    """How pixels are scaled before the network: ``"dataset"`` by the mean and spread of the training
-    tiles alone; ``"image"`` first by each image's own 1st and 99th percentiles per channel
-    (:func:`~napari_tilemap._levels.image_levels`), in training and in every prediction, so that images
-    under other lighting, gain or exposure look alike to the model. Recorded in the model
+    normalise: str = "image"
+    """How pixels are scaled before the network: ``"image"`` (the default) first by each image's own 1st
+    and 99th percentiles per channel (:func:`~napari_tilemap._levels.image_levels`), in training and in
+    every prediction, so that images under other lighting, gain or exposure look alike to the model;
+    ``"dataset"`` by the mean and spread of the training tiles alone. Recorded in the model
     (:attr:`TileClassifier.per_image`). Fine-tuning keeps the model's own."""
 
     def __post_init__(self) -> None:
