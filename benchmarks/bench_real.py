@@ -25,7 +25,7 @@ Layouts of DATASET_DIR:
   defect class; an image without a mask is defect-free), optional ``classes.txt`` ("value name" lines)
   and ``split.txt`` ("STEM train" / "STEM test" lines).
 
-Data is never downloaded: name the folders. Needs scikit-learn for the peer (``pip install scikit-learn``),
+Data is never downloaded: name the folders (``prepare_bsdata.py`` lays out the BSData subset of the README). Needs scikit-learn for the peer (``pip install scikit-learn``),
 or pass ``--no-peer``.
 
 Run:
