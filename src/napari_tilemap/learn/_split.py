@@ -33,12 +33,6 @@ def places_to_validate(val_fraction: float) -> int:
     return math.ceil(1.0 / val_fraction - 1e-9) if val_fraction > 0 else 0
 
 
-MIN_PLACES_WITH_BACKGROUND = 3
-"""Fewest separate painted places (groups of overlapping tiles) a class needs, with a background class,
-before validation takes one: holding out one of two would take half of what the class learns from,
-however many tiles each place gives (:func:`warn_unvalidated` says so)."""
-
-
 def trains_whole(tiles, places: int, val_fraction: float) -> bool:
     """Whether a painted class of ``tiles`` found in ``places`` separate places keeps all of them in
     training (see :func:`places_to_validate`)."""
@@ -69,9 +63,8 @@ def split_tiles(tiles, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
     tiles cover the surface and would all chain into one group, so they are split by squares of
     :data:`BACKGROUND_BLOCK` tiles a side (smaller on small images), and the training tiles that
     overlap a validation tile are left out. No group takes validation past twice ``val_fraction``
-    or :data:`MAX_VAL_SHARE` of its class (see :func:`grouped_split`). A class with fewer groups than
-    :func:`places_to_validate` without a background class, or than :data:`MIN_PLACES_WITH_BACKGROUND`
-    with one, keeps all of them in training.
+    or :data:`MAX_VAL_SHARE` of its class (see :func:`grouped_split`). Without a background class, a
+    class with fewer than :func:`places_to_validate` groups keeps all of them in training.
     """
     bg = tiles.classes == 0 if tiles.class_table.has_background else np.zeros(len(tiles), bool)
     groups = np.zeros(len(tiles), np.int64)
@@ -90,9 +83,8 @@ def split_tiles(tiles, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
                 break
             block //= 2
         groups[bg] = groups.max() + 1 + inverse.ravel()
-    places = {int(c): len(np.unique(groups[tiles.classes == c])) for c in np.unique(tiles.classes[painted])}
-    few = [c for c, n in places.items() if trains_whole(tiles, n, val_fraction)
-           or (tiles.class_table.has_background and n < MIN_PLACES_WITH_BACKGROUND)]
+    few = [int(c) for c in np.unique(tiles.classes[painted])
+           if trains_whole(tiles, len(np.unique(groups[tiles.classes == c])), val_fraction)]
     train_idx, val_idx = grouped_split(tiles.classes, groups, val_fraction, seed, train_only=few)
     val_bg = val_idx[bg[val_idx]]
     if len(val_bg):
