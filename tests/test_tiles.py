@@ -172,3 +172,21 @@ def test_a_defect_free_image_given_without_labels_is_background_throughout():
     # as many as an all-zero labels image gives: None is that image, unpainted
     same = extract_tiles([s.image, clean], [s.labels, np.zeros((200, 240), np.uint8)], tile_size=32, seed=0)
     np.testing.assert_array_equal(tiles.origins, same.origins)
+
+
+def test_a_painted_area_too_large_for_memory_is_thinned_over_every_blob(monkeypatch):
+    from napari_tilemap.learn import _tiles
+
+    labels, _ = discs_and_bar()
+    image = np.random.default_rng(0).integers(0, 255, labels.shape).astype(np.uint8)
+    full = extract_tiles(image, labels, tile_size=32, margin=0, background_tiles=5)
+    painted = full.blob_ids >= 0
+    monkeypatch.setattr(_tiles, "MAX_PAINTED_BYTES", 40 * 32 * 32 * 4)  # room for 40 windows
+    with pytest.warns(UserWarning, match=f"{painted.sum()} painted tiles would take more than"):
+        thin = extract_tiles(image, labels, tile_size=32, margin=0, background_tiles=5)
+    kept = thin.blob_ids >= 0
+    assert kept.sum() <= 40 and set(thin.blob_ids[kept]) == set(full.blob_ids[painted])  # every blob stays
+    # what stays are tiles of the full set, spread over the bar from end to end
+    assert {tuple(c) for c in thin.centers[kept]} <= {tuple(c) for c in full.centers[painted]}
+    bar = thin.centers[kept & (thin.blob_ids == np.bincount(full.blob_ids[painted]).argmax())]
+    assert bar[:, 1].min() < 90 and bar[:, 1].max() > 210

@@ -22,6 +22,9 @@ _SPACING = 4
 """Background grid spacing T/_SPACING."""
 MAX_BACKGROUND_BYTES = 256 << 20
 """Memory bound of the background windows (float32); lowers the default count for wide windows."""
+MAX_PAINTED_BYTES = 1 << 30
+"""Memory bound of the painted windows (float32): beyond it, each blob keeps its share of its tiles, evenly
+spread over it (a tile per map cell of a large painted area could otherwise take gigabytes)."""
 
 
 @dataclass
@@ -249,6 +252,15 @@ def extract_tiles(
     classes_arr = np.asarray(classes, np.int64)
     image_arr = np.asarray(image_index, np.int64)
     blob_arr = np.asarray(blob_ids, np.int64)
+    most = max(1, MAX_PAINTED_BYTES // (w * w * 4 * imgs[0].shape[2]))
+    if len(origins) > most:  # a large painted area: every blob keeps its share, evenly over it, and at least one
+        keep = np.concatenate([np.flatnonzero(blob_arr == b)[np.unique(np.linspace(
+            0, n - 1, max(1, n * most // len(origins))).round().astype(int))]
+            for b, n in enumerate(np.bincount(blob_arr))])
+        warnings.warn(f"{len(origins)} painted tiles would take more than {MAX_PAINTED_BYTES >> 20} MB; kept "
+                      f"{len(keep)} spread over every blob (paint smaller areas, or set painted_spacing larger)",
+                      stacklevel=2)
+        origins, classes_arr, image_arr, blob_arr = origins[keep], classes_arr[keep], image_arr[keep], blob_arr[keep]
 
     gap = None
     if background == "unpainted":
