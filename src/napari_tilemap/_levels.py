@@ -67,7 +67,9 @@ def level_span(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
 def rescale(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """``x`` (..., C) mapped so that ``low`` goes to 0 and ``high`` to 1 in each channel (float32)."""
-    return ((np.asarray(x, np.float64) - low) / level_span(low, high)).astype(np.float32)
+    # float32 throughout: a float64 copy of a training set's windows would double its memory
+    low32, span32 = np.asarray(low, np.float32), level_span(low, high).astype(np.float32)
+    return (np.asarray(x, np.float32) - low32) / span32
 
 
 def _grid(h: int, w: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:

@@ -19,6 +19,7 @@ import numpy as np
 from ._classes import UNKNOWN
 from ._cli_progress import EpochProgress, Steps, duration
 from ._errors import TilemapInputError
+from ._levels import NORMALISATIONS
 from ._progress import Cancelled
 
 BAD_INPUT = 2
@@ -144,7 +145,7 @@ PRIOR_HELP = ("class frequencies the scores assume: tiles = each class's share o
               "only some of the defects: finds rare classes also where you did not paint them, with more false "
               "alarms)")
 
-NORMALISE_NAMES, DEFAULT_NORMALISE = ("dataset", "image"), "image"  # as TrainConfig, without importing torch
+DEFAULT_NORMALISE = "image"  # as TrainConfig, without importing torch
 NORMALISE_HELP = ("how pixels are scaled for the network: image = first by each image's own 1st-99th percentiles, "
                   "in training and in every prediction (images under other lighting, gain or exposure look "
                   "alike); dataset = by the mean and spread of the training tiles alone")
@@ -309,7 +310,7 @@ def _parser() -> argparse.ArgumentParser:
                         "called a painted class as background, fine-tune; needs --background unpainted and every "
                         "defect of the training images painted")
     t.add_argument("--prior", default=DEFAULT_PRIOR, choices=PRIOR_NAMES, help=PRIOR_HELP)
-    t.add_argument("--normalise", default=DEFAULT_NORMALISE, choices=NORMALISE_NAMES, help=NORMALISE_HELP)
+    t.add_argument("--normalise", default=DEFAULT_NORMALISE, choices=NORMALISATIONS, help=NORMALISE_HELP)
     t.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
                    help="time limit of the training: after the first epoch the epochs are cut to those that fit, "
                         "and training ends at the limit in any case, keeping the best epoch so far")

@@ -252,7 +252,8 @@ def extract_tiles(
     classes_arr = np.asarray(classes, np.int64)
     image_arr = np.asarray(image_index, np.int64)
     blob_arr = np.asarray(blob_ids, np.int64)
-    most = max(1, MAX_PAINTED_BYTES // (w * w * 4 * imgs[0].shape[2]))
+    window_bytes = w * w * 4 * imgs[0].shape[2]  # one float32 window
+    most = max(1, MAX_PAINTED_BYTES // window_bytes)
     if len(origins) > most:  # a large painted area: every blob keeps its share, evenly over it, and at least one
         keep = np.concatenate([np.flatnonzero(blob_arr == b)[np.unique(np.linspace(
             0, n - 1, max(1, n * most // len(origins))).round().astype(int))]
@@ -270,7 +271,7 @@ def extract_tiles(
                                     f"is never painted), got {background_gap}")
         if background_tiles is not None and int(background_tiles) < 1:
             raise TilemapInputError(f"background_tiles must be at least 1, got {background_tiles}")
-        cap = max(8, min(MAX_BACKGROUND_TILES, MAX_BACKGROUND_BYTES // (w * w * 4 * imgs[0].shape[2])))
+        cap = max(8, min(MAX_BACKGROUND_TILES, MAX_BACKGROUND_BYTES // window_bytes))
         bg = background_origins(labs, t, gap, background_tiles, cap, background_sampling, rng)
         if len(bg) == 0:
             raise TilemapInputError(
